@@ -1,0 +1,31 @@
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from service.api.schemas import SESSION_ID_PATTERN
+from service.core.models import ModelRegistry
+from service.core.sessions import SessionService
+
+DEFAULT_NAMESPACE = "_"
+
+
+def get_sessions(request: Request) -> SessionService:
+    service: SessionService = request.app.state.sessions
+    return service
+
+
+def get_models(request: Request) -> ModelRegistry:
+    models: ModelRegistry = request.app.state.sessions.models
+    return models
+
+
+def get_namespace(request: Request) -> str:
+    """Sessions are namespaced by the caller's API key (set by the auth middleware)."""
+    return getattr(request.state, "namespace", DEFAULT_NAMESPACE)
+
+
+Sessions = Annotated[SessionService, Depends(get_sessions)]
+Models = Annotated[ModelRegistry, Depends(get_models)]
+Namespace = Annotated[str, Depends(get_namespace)]
+SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, examples=["b1d6Jc2Qe1pX4Zr8vY0kLm3N"])]
+ModelName = Annotated[str, Path(examples=["seed-lstm"])]

@@ -1,0 +1,99 @@
+"""The one place that turns failures into `{"error": {"code", "message", ...}}` bodies."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import errors
+from service.api.schemas import ErrorBody, error_example
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+_EXAMPLE_MESSAGES: dict[type[errors.ServiceError], str] = {
+    errors.ModelNotFound: "no model named 'nope' is served",
+    errors.SessionNotFound: "session 'abc' does not exist or has expired",
+    errors.SessionExists: "session 'abc' already exists",
+    errors.OffsetConflict: "chunk offset 2 does not match session 'abc', which is at step 4",
+    errors.SessionBusy: "session 'abc' is being written by other requests; retry",
+    errors.ModelVersionMismatch: "session 'abc' was started on another version of 'seed-lstm'",
+    errors.InvalidInput: "timestep 0 has 3 values; the model takes 2 features",
+    errors.PayloadTooLarge: "request body exceeds 16777216 bytes",
+    errors.Unauthorized: "missing or unknown API key",
+    errors.StoreUnavailable: "the session store is unreachable",
+}
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **details}}
+
+
+def responses(*kinds: type[errors.ServiceError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for the errors a route can return, with an example each."""
+    by_status: dict[int, list[type[errors.ServiceError]]] = {}
+    kind: type[errors.ServiceError]
+    for kind in (*kinds, errors.StoreUnavailable):
+        by_status.setdefault(kind.status, []).append(kind)
+    out: dict[int | str, dict[str, Any]] = {}
+    for status, group in sorted(by_status.items()):
+        examples = {
+            kind.code: {"value": error_example(kind.code, _EXAMPLE_MESSAGES.get(kind, kind.code))}
+            for kind in group
+        }
+        out[status] = {
+            "model": ErrorBody,
+            "description": ", ".join(f"`{kind.code}`" for kind in group),
+            "content": {"application/json": {"examples": examples}},
+        }
+    return out
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Pydantic echoes the offending input; a tensor can be megabytes, so drop it.
+    return [
+        {"loc": list(err.get("loc", ())), "type": err.get("type"), "msg": err.get("msg")}
+        for err in exc.errors()[:20]
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.ServiceError)
+    async def service_error(_: Request, exc: errors.ServiceError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.message, **exc.details),
+            status_code=exc.status,
+            headers=exc.headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        if any(d["type"] == "json_invalid" for d in details):
+            message = "request body is not valid JSON"
+        else:
+            first = details[0] if details else {"loc": [], "msg": "invalid request"}
+            where = ".".join(str(part) for part in first["loc"] if part != "body")
+            message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return JSONResponse(
+            error_body(errors.InvalidInput.code, message, errors=details),
+            status_code=errors.InvalidInput.status,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)

@@ -1,0 +1,64 @@
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from service import errors
+from service.api import present
+from service.api.deps import ModelName, Models, Namespace, Sessions
+from service.api.errors import responses
+from service.api.schemas import (
+    CreateSessionRequest,
+    ModelInfo,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    SessionInfo,
+)
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.get("", response_model=ModelList, summary="List served models")
+async def list_models(models: Models) -> JSONResponse:
+    return JSONResponse({"models": [present.model_info(m) for m in models.all()]})
+
+
+@router.get(
+    "/{model}",
+    response_model=ModelInfo,
+    responses=responses(errors.ModelNotFound),
+    summary="Describe one model",
+)
+async def get_model(model: ModelName, models: Models) -> JSONResponse:
+    return JSONResponse(present.model_info(models.get(model)))
+
+
+@router.post(
+    "/{model}/predict",
+    response_model=PredictResponse,
+    responses=responses(errors.ModelNotFound, errors.InvalidInput, errors.PayloadTooLarge),
+    summary="Run a whole sequence, statelessly",
+    description="The reference every chunked session stream matches bit for bit.",
+)
+async def predict(model: ModelName, body: PredictRequest, sessions: Sessions) -> JSONResponse:
+    served, outputs = await sessions.predict_stateless(model, body.inputs)
+    return JSONResponse(
+        {"model": served.name, "model_version": served.version, "outputs": outputs.tolist()}
+    )
+
+
+@router.post(
+    "/{model}/sessions",
+    status_code=201,
+    response_model=SessionInfo,
+    responses=responses(errors.ModelNotFound, errors.SessionExists, errors.InvalidInput),
+    summary="Start a session at step 0",
+)
+async def create_session(
+    model: ModelName,
+    sessions: Sessions,
+    namespace: Namespace,
+    body: CreateSessionRequest | None = None,
+) -> JSONResponse:
+    body = body or CreateSessionRequest()
+    session_id, record = await sessions.create(namespace, model, body.session_id, body.ttl_seconds)
+    return JSONResponse(present.session_info(session_id, record), status_code=201)

@@ -1,0 +1,154 @@
+"""The native API's request and response bodies: the OpenAPI contract."""
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-][A-Za-z0-9._:-]{0,127}$"
+
+SEED_INPUTS: list[Any] = [[0.0, 0.0], [0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
+SEED_OUTPUTS: list[Any] = [[0.0], [0.16222611], [0.12174768], [0.46444276]]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
+
+
+class RecurrentLayer(BaseModel):
+    name: str
+    kind: str = Field(examples=["LSTM"])
+    units: int
+    state: list[str] = Field(description="State vectors in stored order, each `units` long.")
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(examples=["seed-lstm"])
+    version: str = Field(description="Fingerprint of the architecture and weights.")
+    input_features: int
+    output_features: int
+    per_step: bool = Field(
+        description="True: each chunk returns one output per timestep. False: only the last."
+    )
+    layers: list[RecurrentLayer]
+    state_bytes: int = Field(description="Size of one session's recurrent state, float32.")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class PredictRequest(_Request):
+    inputs: list[list[float]] = Field(
+        description="T timesteps of F features each.", examples=[SEED_INPUTS]
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inputs": SEED_INPUTS}]},
+    )
+
+
+class PredictResponse(BaseModel):
+    model: str
+    model_version: str
+    outputs: list[list[float]] | list[float] = Field(
+        description="T x U outputs, or U when the model returns only the last step."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"model": "seed-lstm", "model_version": "111f6e296a01d60e", "outputs": SEED_OUTPUTS}
+            ]
+        }
+    )
+
+
+class CreateSessionRequest(_Request):
+    session_id: str | None = Field(
+        None,
+        pattern=SESSION_ID_PATTERN,
+        description="Your own id; omitted: the server generates an unguessable one.",
+    )
+    ttl_seconds: int | None = Field(
+        None, gt=0, description="Lifetime after the last write. Default 24 h."
+    )
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"ttl_seconds": 3600}]})
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    model: str
+    model_version: str
+    steps: int = Field(description="Timesteps applied so far: the next chunk's offset.")
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "b1d6Jc2Qe1pX4Zr8vY0kLm3N",
+                    "model": "seed-lstm",
+                    "model_version": "111f6e296a01d60e",
+                    "steps": 0,
+                    "created_at": "2026-11-28T06:00:00Z",
+                    "updated_at": "2026-11-28T06:00:00Z",
+                    "expires_at": "2026-11-29T06:00:00Z",
+                }
+            ]
+        }
+    )
+
+
+class ChunkRequest(_Request):
+    inputs: list[list[float]] = Field(description="T timesteps of F features each.")
+    offset: int | None = Field(
+        None,
+        ge=0,
+        description="Index of the chunk's first timestep. Given: must equal the session's "
+        "`steps` (a repeat of the last chunk is answered again). Omitted: appended.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inputs": SEED_INPUTS[:2], "offset": 0}]}
+    )
+
+
+class ChunkResponse(BaseModel):
+    session_id: str
+    offset: int = Field(description="Index of this chunk's first timestep.")
+    steps: int = Field(description="Timesteps applied after this chunk.")
+    replayed: bool = Field(description="True: a retry of the last chunk, answered from storage.")
+    outputs: list[list[float]] | list[float]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "session_id": "b1d6Jc2Qe1pX4Zr8vY0kLm3N",
+                    "offset": 0,
+                    "steps": 2,
+                    "replayed": False,
+                    "outputs": SEED_OUTPUTS[:2],
+                }
+            ]
+        }
+    )
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def error_example(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}

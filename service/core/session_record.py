@@ -1,0 +1,132 @@
+"""A session as explicit bytes: a fixed little-endian header, then the state and the
+last chunk (kept so that a retried chunk gets its first answer again). Never pickle.
+
+Layout (all little-endian):
+  magic "LSTS" | format u16 | reserved u16 | revision u64      <- CAS token (16 bytes)
+  steps u64 | created_ms u64 | updated_ms u64 | ttl_seconds u32
+  model name (u16 length + utf-8) | model version (u16 length + ascii)
+  state (u32 count + float32 values, in the model's declared layer order)
+  last chunk: offset i64 (-1: none) | digest 16 bytes | ndim u8 | dims u32... | float32
+"""
+
+import hashlib
+import struct
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from service.errors import CorruptState
+
+MAGIC = b"LSTS"
+FORMAT_VERSION = 1
+_TOKEN = struct.Struct("<4sHHQ")
+_FIXED = struct.Struct("<QQQI")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_LAST = struct.Struct("<q16sB")
+TOKEN_BYTES = _TOKEN.size
+NO_DIGEST = bytes(16)
+
+Floats = np.ndarray[Any, Any]  # float32
+
+
+def chunk_digest(inputs: Floats) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(struct.pack("<II", *inputs.shape))
+    digest.update(np.ascontiguousarray(inputs, dtype="<f4").tobytes())
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    revision: int
+    steps: int
+    created_ms: int
+    updated_ms: int
+    ttl_seconds: int
+    model: str
+    model_version: str
+    state: Floats
+    last_offset: int = -1
+    last_digest: bytes = NO_DIGEST
+    last_outputs: Floats | None = None
+
+    @property
+    def token(self) -> bytes:
+        """The prefix a compare-and-set checks: it changes on every write, reset included."""
+        return _TOKEN.pack(MAGIC, FORMAT_VERSION, 0, self.revision)
+
+    def advanced(self, **changes: Any) -> "SessionRecord":
+        return replace(self, revision=self.revision + 1, **changes)
+
+    def encode(self) -> bytes:
+        name = self.model.encode()
+        version = self.model_version.encode()
+        outputs = (
+            np.zeros((0,), dtype="<f4")
+            if self.last_outputs is None
+            else np.ascontiguousarray(self.last_outputs, dtype="<f4")
+        )
+        parts = [
+            self.token,
+            _FIXED.pack(self.steps, self.created_ms, self.updated_ms, self.ttl_seconds),
+            _U16.pack(len(name)),
+            name,
+            _U16.pack(len(version)),
+            version,
+            _U32.pack(self.state.size),
+            np.ascontiguousarray(self.state, dtype="<f4").tobytes(),
+            _LAST.pack(self.last_offset, self.last_digest, outputs.ndim),
+            struct.pack(f"<{outputs.ndim}I", *outputs.shape),
+            outputs.tobytes(),
+        ]
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, blob: bytes) -> "SessionRecord":
+        try:
+            return cls._decode(memoryview(blob))
+        except (struct.error, ValueError, UnicodeDecodeError) as exc:
+            raise CorruptState(f"session record cannot be decoded: {exc}") from exc
+
+    @classmethod
+    def _decode(cls, view: memoryview) -> "SessionRecord":
+        magic, version, _, revision = _TOKEN.unpack_from(view, 0)
+        if magic != MAGIC:
+            raise ValueError("not a session record")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"format version {version}, this build reads {FORMAT_VERSION}")
+        pos = _TOKEN.size
+        steps, created_ms, updated_ms, ttl_seconds = _FIXED.unpack_from(view, pos)
+        pos += _FIXED.size
+        (n,) = _U16.unpack_from(view, pos)
+        model = bytes(view[pos + 2 : pos + 2 + n]).decode()
+        pos += 2 + n
+        (n,) = _U16.unpack_from(view, pos)
+        model_version = bytes(view[pos + 2 : pos + 2 + n]).decode()
+        pos += 2 + n
+        (n,) = _U32.unpack_from(view, pos)
+        state = np.frombuffer(view, dtype="<f4", count=n, offset=pos + 4).astype(np.float32)
+        pos += 4 + 4 * n
+        last_offset, last_digest, ndim = _LAST.unpack_from(view, pos)
+        pos += _LAST.size
+        shape = struct.unpack_from(f"<{ndim}I", view, pos)
+        pos += 4 * ndim
+        size = int(np.prod(shape)) if ndim else 0
+        outputs = np.frombuffer(view, dtype="<f4", count=size, offset=pos).astype(np.float32)
+        if pos + 4 * size != len(view):
+            raise ValueError("trailing bytes after the last chunk")
+        return cls(
+            revision=revision,
+            steps=steps,
+            created_ms=created_ms,
+            updated_ms=updated_ms,
+            ttl_seconds=ttl_seconds,
+            model=model,
+            model_version=model_version,
+            state=state,
+            last_offset=last_offset,
+            last_digest=last_digest,
+            last_outputs=outputs.reshape(shape) if last_offset >= 0 else None,
+        )

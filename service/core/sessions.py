@@ -1,0 +1,226 @@
+"""Session logic: create, stream chunks exactly once, reset, delete. State lives in the store."""
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.core.inputs import Floats, as_sequence
+from service.core.models import ModelRegistry, ServedModel
+from service.core.session_record import SessionRecord, chunk_digest
+from service.errors import (
+    InvalidInput,
+    ModelVersionMismatch,
+    OffsetConflict,
+    SessionBusy,
+    SessionExists,
+    SessionNotFound,
+)
+from service.store.base import CasOutcome, StateStore
+from service.store.keys import session_key
+
+# Chunks longer than this run in a worker thread so the event loop keeps serving.
+THREAD_OFFLOAD_STEPS = 32
+# Writers racing on one session retry after a short random pause, this many times.
+MAX_WRITE_ATTEMPTS = 100
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    record: SessionRecord
+    offset: int
+    outputs: Floats
+    replayed: bool
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    default_ttl_seconds: int = 86_400
+    max_ttl_seconds: int = 30 * 86_400
+    max_chunk_steps: int = 10_000
+    max_predict_steps: int = 100_000
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def run_model(model: ServedModel, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+    if x.shape[0] > THREAD_OFFLOAD_STEPS:
+        return await asyncio.to_thread(model.runner.step, x, state)
+    return model.runner.step(x, state)
+
+
+class SessionService:
+    """The one data plane every transport (native HTTP, V2) calls into."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        models: ModelRegistry,
+        limits: SessionLimits,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.store = store
+        self.models = models
+        self.limits = limits
+        self._clock = clock
+
+    def sequence(self, model: ServedModel, rows: Any, max_steps: int | None = None) -> Floats:
+        limit = max_steps or self.limits.max_chunk_steps
+        return as_sequence(rows, model.runner.input_features, limit)
+
+    async def predict_stateless(self, model_name: str, rows: Any) -> tuple[ServedModel, Floats]:
+        model = self.models.get(model_name)
+        x = self.sequence(model, rows, self.limits.max_predict_steps)
+        outputs, _ = await run_model(model, x, model.runner.initial_state())
+        return model, outputs
+
+    async def create(
+        self,
+        namespace: str,
+        model_name: str,
+        session_id: str | None = None,
+        ttl_seconds: int | None = None,
+    ) -> tuple[str, SessionRecord]:
+        model = self.models.get(model_name)
+        ttl = ttl_seconds or self.limits.default_ttl_seconds
+        if ttl > self.limits.max_ttl_seconds:
+            raise InvalidInput(
+                f"ttl_seconds {ttl} exceeds the limit of {self.limits.max_ttl_seconds}",
+                max_ttl_seconds=self.limits.max_ttl_seconds,
+            )
+        sid = session_id or secrets.token_urlsafe(18)
+        now = self._clock()
+        record = SessionRecord(
+            revision=0,
+            steps=0,
+            created_ms=now,
+            updated_ms=now,
+            ttl_seconds=ttl,
+            model=model.name,
+            model_version=model.version,
+            state=model.runner.initial_state(),
+        )
+        if not await self.store.create(session_key(namespace, sid), record.encode(), ttl * 1000):
+            raise SessionExists(f"session '{sid}' already exists", session_id=sid)
+        return sid, record
+
+    async def get(self, namespace: str, session_id: str) -> SessionRecord:
+        blob = await self.store.get(session_key(namespace, session_id))
+        if blob is None:
+            raise SessionNotFound(
+                f"session '{session_id}' does not exist or has expired", session_id=session_id
+            )
+        return SessionRecord.decode(blob)
+
+    def _model_for(self, record: SessionRecord, session_id: str) -> ServedModel:
+        model = self.models.get(record.model)
+        if model.version != record.model_version:
+            raise ModelVersionMismatch(
+                f"session '{session_id}' was started on version {record.model_version} of "
+                f"'{record.model}', which now serves {model.version}; reset the session "
+                "to continue on the new version",
+                session_version=record.model_version,
+                served_version=model.version,
+            )
+        return model
+
+    async def predict(
+        self, namespace: str, session_id: str, rows: Any, offset: int | None = None
+    ) -> ChunkResult:
+        key = session_key(namespace, session_id)
+        x: Floats | None = None
+        digest = b""
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            record = await self.get(namespace, session_id)
+            model = self._model_for(record, session_id)
+            if x is None:
+                x = self.sequence(model, rows)
+                digest = chunk_digest(x)
+            if offset is not None and offset != record.steps:
+                return self._replay_or_conflict(record, session_id, offset, digest)
+            outputs, state = await run_model(model, x, record.state)
+            updated = record.advanced(
+                steps=record.steps + x.shape[0],
+                updated_ms=self._clock(),
+                state=state,
+                last_offset=record.steps,
+                last_digest=digest,
+                last_outputs=outputs,
+            )
+            outcome = await self.store.compare_and_set(
+                key, record.token, updated.encode(), record.ttl_seconds * 1000
+            )
+            if outcome is CasOutcome.APPLIED:
+                return ChunkResult(updated, record.steps, outputs, replayed=False)
+            if outcome is CasOutcome.MISSING:
+                raise SessionNotFound(
+                    f"session '{session_id}' does not exist or has expired",
+                    session_id=session_id,
+                )
+            await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+        raise SessionBusy(
+            f"session '{session_id}' is being written by other requests; retry",
+            session_id=session_id,
+        )
+
+    @staticmethod
+    def _replay_or_conflict(
+        record: SessionRecord, session_id: str, offset: int, digest: bytes
+    ) -> ChunkResult:
+        if (
+            offset == record.last_offset
+            and digest == record.last_digest
+            and record.last_outputs is not None
+        ):
+            return ChunkResult(record, offset, record.last_outputs, replayed=True)
+        raise OffsetConflict(
+            f"chunk offset {offset} does not match session '{session_id}', which is at "
+            f"step {record.steps}",
+            steps=record.steps,
+            offset=offset,
+        )
+
+    async def reset(self, namespace: str, session_id: str) -> SessionRecord:
+        key = session_key(namespace, session_id)
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            record = await self.get(namespace, session_id)
+            model = self.models.get(record.model)
+            updated = record.advanced(
+                steps=0,
+                updated_ms=self._clock(),
+                model_version=model.version,
+                state=model.runner.initial_state(),
+                last_offset=-1,
+                last_digest=bytes(16),
+                last_outputs=None,
+            )
+            outcome = await self.store.compare_and_set(
+                key, record.token, updated.encode(), record.ttl_seconds * 1000
+            )
+            if outcome is CasOutcome.APPLIED:
+                return updated
+            if outcome is CasOutcome.MISSING:
+                break
+            await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+        else:
+            raise SessionBusy(f"session '{session_id}' is busy; retry", session_id=session_id)
+        raise SessionNotFound(
+            f"session '{session_id}' does not exist or has expired", session_id=session_id
+        )
+
+    async def delete(self, namespace: str, session_id: str) -> None:
+        if not await self.store.delete(session_key(namespace, session_id)):
+            raise SessionNotFound(
+                f"session '{session_id}' does not exist or has expired", session_id=session_id
+            )
+
+
+def outputs_as_lists(outputs: np.ndarray[Any, Any]) -> Any:
+    return outputs.tolist()

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_MODEL_DIR = Path(__file__).parent / "demo_models"
+
+
+class Settings(BaseSettings):
+    """Service configuration, read from environment variables prefixed `LSTM_`."""
+
+    model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
+
+    redis_url: str | None = None
+    """Redis URL (`redis://host:port/db`). Unset: start an embedded redis-server."""
+
+    redis_cluster: bool = False
+    """Treat `redis_url` as a Redis Cluster seed node."""
+
+    redis_timeout_seconds: float = Field(2.0, gt=0)
+    """Socket timeout for every Redis call; past it the request fails with 503."""
+
+    model_dir: Path = DEMO_MODEL_DIR
+    """Directory of `.keras` files; each is served under its file name."""
+
+    data_dir: Path | None = None
+    """Where the embedded Redis keeps its AOF files. Unset: a temporary directory."""
+
+    session_ttl_seconds: int = Field(86_400, gt=0)
+    """Default session lifetime, refreshed on every write."""
+
+    max_session_ttl_seconds: int = Field(30 * 86_400, gt=0)
+    """Largest `ttl_seconds` a client may ask for."""
+
+    max_chunk_steps: int = Field(10_000, gt=0)
+    """Most timesteps in one session chunk."""
+
+    max_predict_steps: int = Field(100_000, gt=0)
+    """Most timesteps in one stateless predict call."""
+
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    """Largest request body accepted; larger is 413 `payload_too_large`."""
+
+    probe_steps: int = Field(64, gt=0)
+    """Length of the probe sequence each model is checked on against Keras at load."""
+
+    probe_tolerance: float = Field(1e-5, gt=0)
+    """Largest difference from Keras `model.predict` on the probe that a model may show."""

@@ -1,0 +1,34 @@
+from enum import Enum
+from typing import Protocol
+
+
+class CasOutcome(Enum):
+    APPLIED = "applied"
+    CONFLICT = "conflict"
+    MISSING = "missing"
+
+
+class StateStore(Protocol):
+    """Opaque session values by key, with expiry and a compare-and-set on a value's prefix.
+
+    Values begin with a version token; `compare_and_set` replaces a value only while
+    its stored prefix still equals `expected_prefix`, atomically.
+    """
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def create(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        """Store `value` unless `key` exists; False when it does."""
+        ...
+
+    async def compare_and_set(
+        self, key: str, expected_prefix: bytes, value: bytes, ttl_ms: int
+    ) -> CasOutcome: ...
+
+    async def delete(self, key: str) -> bool: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot answer."""
+        ...
+
+    async def close(self) -> None: ...

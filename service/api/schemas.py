@@ -34,8 +34,16 @@ class ModelInfo(BaseModel):
     state_bytes: int = Field(description="Size of one session's recurrent state, float32.")
 
 
+class RefusedModelInfo(BaseModel):
+    name: str
+    reason: str = Field(description="Why the file is not served, naming the layer at fault.")
+
+
 class ModelList(BaseModel):
     models: list[ModelInfo]
+    refused: list[RefusedModelInfo] = Field(
+        description="Files in the model directory that are not served, and why."
+    )
 
 
 class PredictRequest(_Request):

@@ -29,7 +29,8 @@ def as_sequence(rows: Any, features: int, max_steps: int) -> Floats:
                 expected_features=features,
             )
     try:
-        array = np.array(rows, dtype=np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+            array = np.array(rows, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"inputs must be numbers: {exc}") from exc
     if not np.isfinite(array).all():

@@ -19,7 +19,12 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 @router.get("", response_model=ModelList, summary="List served models")
 async def list_models(models: Models) -> JSONResponse:
-    return JSONResponse({"models": [present.model_info(m) for m in models.all()]})
+    return JSONResponse(
+        {
+            "models": [present.model_info(m) for m in models.all()],
+            "refused": [{"name": r.name, "reason": r.reason} for r in models.refused],
+        }
+    )
 
 
 @router.get(

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
-from service.api.routes import health, models, sessions
+from service.api.routes import health, models, sessions, v2
 from service.core.models import ModelRegistry
 from service.core.sessions import SessionLimits, SessionService
 from service.settings import Settings
@@ -81,4 +81,5 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(health.router)
+    app.include_router(v2.router)  # last: its /v2 catch-all answers unknown V2 paths
     return app

@@ -24,7 +24,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(send, v2=scope["path"].startswith("/v2"))
             return
         received = 0
 
@@ -41,16 +41,14 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, send)
 
-    async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": PayloadTooLarge.code,
-                    "message": self._message(),
-                    "max_bytes": self.max_bytes,
-                }
-            }
-        ).encode()
+    async def _reject(self, send: Send, v2: bool = False) -> None:
+        error = {
+            "code": PayloadTooLarge.code,
+            "message": self._message(),
+            "max_bytes": self.max_bytes,
+        }
+        # The Open Inference Protocol's errors are a bare message.
+        body = json.dumps({"error": self._message() if v2 else error}).encode()
         await send(
             {
                 "type": "http.response.start",

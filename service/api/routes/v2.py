@@ -1,0 +1,229 @@
+"""Open Inference Protocol (KServe V2 / Triton HTTP) with Triton's sequence extension."""
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.api.deps import ModelName, Models, Namespace, Sessions
+from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
+from service.api.v2_codec import encode_response as encode
+from service.core.models import ModelRegistry, ServedModel
+from service.core.sequences import SequenceService
+from service.errors import ModelNotFound, ServiceError, StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ["binary_tensor_data", "sequence"]
+INPUT_NAME, OUTPUT_NAME = "inputs", "outputs"
+# V2 clients treat any 4xx as "bad request"; a missing sequence is the client's mistake.
+_V2_STATUS = {"invalid_input": 400, "session_not_found": 400, "model_version_mismatch": 400}
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class V2Route(APIRoute):
+    """Renders every failure under /v2 as the protocol's `{"error": "message"}`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def v2_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServiceError as exc:
+                return error(_V2_STATUS.get(exc.code, exc.status), exc.message, exc.headers)
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                where = ".".join(str(part) for part in first.get("loc", ()))
+                return error(400, f"{where}: {first.get('msg', 'invalid request')}")
+            except StarletteHTTPException as exc:
+                return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+            except Exception:
+                log.exception("unhandled error on %s %s", request.method, request.url.path)
+                return error(500, "internal server error")
+
+        return v2_handler
+
+
+class V2Error(BaseModel):
+    error: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": V2Error, "description": "Bad input, or a sequence never started or expired"},
+    404: {"model": V2Error, "description": "No such model or version"},
+    503: {"model": V2Error, "description": "The session store is unreachable"},
+}
+INFER_EXAMPLE = {
+    "id": "42",
+    "parameters": {"sequence_id": 7, "sequence_start": True},
+    "inputs": [{"name": "inputs", "datatype": "FP32", "shape": [1, 2, 2], "data": [0, 0, 0, 1]}],
+}
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "JSON; or a JSON header of `Inference-Header-Content-Length` bytes "
+        "followed by binary tensor data. Any or no Content-Type.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}, "example": INFER_EXAMPLE},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
+
+
+def get_sequences(sessions: Sessions) -> SequenceService:
+    return SequenceService(sessions)
+
+
+Sequences = Annotated[SequenceService, Depends(get_sequences)]
+
+
+def served(models: ModelRegistry, name: str, version: str | None = None) -> ServedModel:
+    model = models.get(name)
+    if version is not None and version != model.version:
+        raise ModelNotFound(
+            f"model '{name}' has no version '{version}'; it serves version '{model.version}'",
+            model=name,
+        )
+    return model
+
+
+def input_spec(model: ServedModel) -> TensorSpec:
+    features = model.runner.input_features
+    return TensorSpec(INPUT_NAME, [-1, -1, features], "[batch, timesteps, features]")
+
+
+def output_spec(model: ServedModel) -> TensorSpec:
+    units = model.runner.output_features
+    if model.runner.per_step:
+        return TensorSpec(OUTPUT_NAME, [-1, -1, units], "[batch, timesteps, units]")
+    return TensorSpec(OUTPUT_NAME, [-1, units], "[batch, units]")
+
+
+def metadata(model: ServedModel) -> dict[str, Any]:
+    return {
+        "name": model.name,
+        "versions": [model.version],
+        "platform": "keras",
+        "inputs": [input_spec(model).metadata()],
+        "outputs": [output_spec(model).metadata()],
+    }
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "lstm-stream", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live", summary="Liveness")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Readiness: Redis answers, models loaded", responses=ERRORS)
+async def ready(sessions: Sessions) -> Response:
+    try:
+        await sessions.store.ping()
+    except StoreUnavailable as exc:
+        return error(503, f"not ready: {exc.message}", exc.headers)
+    if not sessions.models.all():
+        return error(503, "not ready: no model is loaded", {"Retry-After": "1"})
+    return JSONResponse({"ready": True})
+
+
+@router.get("/models/{model}", summary="Model metadata", responses=ERRORS)
+async def model_metadata(model: ModelName, models: Models) -> dict[str, Any]:
+    return metadata(served(models, model))
+
+
+@router.get("/models/{model}/versions/{version}", summary="Model metadata", responses=ERRORS)
+async def model_version_metadata(model: ModelName, version: str, models: Models) -> dict[str, Any]:
+    return metadata(served(models, model, version))
+
+
+@router.get("/models/{model}/ready", summary="Model readiness", responses=ERRORS)
+async def model_ready(model: ModelName, models: Models) -> dict[str, Any]:
+    return {"name": served(models, model).name, "ready": True}
+
+
+@router.get("/models/{model}/versions/{version}/ready", summary="Model readiness", responses=ERRORS)
+async def model_version_ready(model: ModelName, version: str, models: Models) -> dict[str, Any]:
+    return {"name": served(models, model, version).name, "ready": True}
+
+
+async def infer(
+    request: Request, model: ServedModel, sequences: SequenceService, namespace: str
+) -> Response:
+    max_bytes = request.app.state.settings.max_body_bytes
+    body = decompress(await request.body(), request.headers.get("content-encoding"), max_bytes)
+    call = decode_request(body, request.headers.get(HEADER_LENGTH), input_spec(model))
+    header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if call.id is not None:
+        header["id"] = call.id
+    if call.sequence_id is None:
+        outputs = await sequences.infer_batch(model, call.inputs)
+    else:
+        result = await sequences.infer(
+            namespace,
+            model,
+            call.sequence_id,
+            call.inputs,
+            start=call.sequence_start,
+            end=call.sequence_end,
+            offset=call.sequence_offset,
+        )
+        outputs = result.outputs[None]
+        header["parameters"] = {
+            "sequence_offset": result.offset,
+            "sequence_steps": result.record.steps,
+            "sequence_replayed": result.replayed,
+        }
+    content, headers = encode(header, output_spec(model), outputs, call.binary_output)
+    media_type = "application/octet-stream" if headers else "application/json"
+    return Response(content, media_type=media_type, headers=headers)
+
+
+@router.post(
+    "/models/{model}/infer", summary="Inference", responses=ERRORS, openapi_extra=INFER_BODY
+)
+async def model_infer(
+    request: Request, model: ModelName, models: Models, sequences: Sequences, namespace: Namespace
+) -> Response:
+    return await infer(request, served(models, model), sequences, namespace)
+
+
+@router.post(
+    "/models/{model}/versions/{version}/infer",
+    summary="Inference on a given version",
+    responses=ERRORS,
+    openapi_extra=INFER_BODY,
+)
+async def model_version_infer(
+    request: Request,
+    model: ModelName,
+    version: str,
+    models: Models,
+    sequences: Sequences,
+    namespace: Namespace,
+) -> Response:
+    return await infer(request, served(models, model, version), sequences, namespace)
+
+
+@router.api_route(
+    "/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False
+)
+async def unknown(request: Request, path: str) -> Response:
+    return error(404, f"no route {request.method} /v2/{path} in this server's V2 API")

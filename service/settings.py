@@ -15,19 +15,23 @@ class Settings(BaseSettings):
     )
 
     redis_url: str | None = None
-    """Redis URL (`redis://host:port/db`). Unset: start an embedded redis-server."""
+    """Redis URL (`redis://host:port/db`, `rediss://` for TLS). A Redis Cluster is named by
+    one seed node as `redis+cluster://host:port` (or `rediss+cluster://`). Unset: start an
+    embedded redis-server."""
 
     redis_cluster: bool = False
-    """Treat `redis_url` as a Redis Cluster seed node."""
+    """Treat `redis_url` as a Redis Cluster seed node even with a plain `redis://` scheme."""
 
     redis_timeout_seconds: float = Field(2.0, gt=0)
-    """Socket timeout for every Redis call; past it the request fails with 503."""
+    """Socket timeout for every Redis call, never retried by the client; past it the request
+    fails with 503 `store_unavailable`."""
 
     model_dir: Path = DEMO_MODEL_DIR
     """Directory of `.keras` files; each is served under its file name."""
 
-    data_dir: Path | None = None
-    """Where the embedded Redis keeps its AOF files. Unset: a temporary directory."""
+    data_dir: Path = Path.home() / ".local" / "share" / "lstm-stream" / "redis"
+    """Where the embedded Redis keeps its AOF files, so sessions survive a restart.
+    One embedded Redis per directory."""
 
     session_ttl_seconds: int = Field(86_400, gt=0)
     """Default session lifetime, refreshed on every write."""

@@ -17,7 +17,7 @@ class ServiceProcess:
 
     def __init__(
         self,
-        redis_url: str,
+        redis_url: str | None,
         model_dir: Path,
         workers: int = 1,
         env: dict[str, str] | None = None,
@@ -26,12 +26,10 @@ class ServiceProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workers = workers
-        self.env = {
-            **os.environ,
-            "LSTM_REDIS_URL": redis_url,
-            "LSTM_MODEL_DIR": str(model_dir),
-            **(env or {}),
-        }
+        self.env = {**os.environ, "LSTM_MODEL_DIR": str(model_dir), **(env or {})}
+        self.env.pop("LSTM_REDIS_URL", None)
+        if redis_url is not None:  # None: lstm-serve starts its embedded Redis
+            self.env["LSTM_REDIS_URL"] = redis_url
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -48,6 +46,8 @@ class ServiceProcess:
             stderr=log,
             start_new_session=True,
         )  # fmt: skip
+        if self.log_path:
+            log.close()  # type: ignore[union-attr]  # the child holds its own copy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -1,0 +1,39 @@
+"""`lstm-serve` with no Redis configured starts its own, and keeps sessions across restarts."""
+
+import httpx
+import numpy as np
+
+from tests.models import DEMO_DIR
+from tests.processes import ServiceProcess
+
+
+def test_embedded_redis_is_started_logged_and_survives_a_restart(tmp_path):
+    log_path = tmp_path / "serve.log"
+    env = {"LSTM_DATA_DIR": str(tmp_path / "redis-data")}
+    inputs = np.array([[0, 0], [0, 1], [0, 0], [1, 1]], dtype=np.float32)
+
+    with (
+        ServiceProcess(None, DEMO_DIR, env=env, log_path=log_path) as service,
+        httpx.Client(base_url=service.url, timeout=10) as client,
+    ):
+        full = client.post("/v1/models/seed-lstm/predict", json={"inputs": inputs.tolist()})
+        created = client.post("/v1/models/seed-lstm/sessions", json={"session_id": "kept"})
+        assert created.status_code == 201
+        first = client.post(
+            "/v1/sessions/kept/predict", json={"inputs": inputs[:2].tolist(), "offset": 0}
+        )
+        assert first.status_code == 200
+    assert "embedded redis-server at redis://127.0.0.1:" in log_path.read_text()
+    assert any((tmp_path / "redis-data").rglob("*.aof*"))
+
+    with (
+        ServiceProcess(None, DEMO_DIR, env=env, log_path=log_path) as service,
+        httpx.Client(base_url=service.url, timeout=10) as client,
+    ):
+        assert client.get("/v1/sessions/kept").json()["steps"] == 2
+        second = client.post(
+            "/v1/sessions/kept/predict", json={"inputs": inputs[2:].tolist(), "offset": 2}
+        )
+        assert second.status_code == 200
+    outputs = first.json()["outputs"] + second.json()["outputs"]
+    assert outputs == full.json()["outputs"]

@@ -141,7 +141,8 @@ def _json_data(data: Any, shape: list[int], name: str) -> Floats:
         raise InvalidInput(
             f"input '{name}' has {array.size} values in 'data'; shape {shape} needs {prod(shape)}"
         )
-    return array.astype(np.float32).reshape(shape)
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused as non-finite
+        return array.astype(np.float32).reshape(shape)
 
 
 def _binary_data(size: Any, binary: memoryview, shape: list[int], name: str) -> Floats:
@@ -213,7 +214,9 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     return body[:size], memoryview(body)[size:]
 
 
-def decode_request(body: bytes, header_length: str | None, spec: TensorSpec) -> InferRequest:
+def decode_request(
+    body: bytes, header_length: str | None, spec: TensorSpec, output: TensorSpec
+) -> InferRequest:
     header, binary = _split(body, header_length)
     try:
         request = json.loads(header)
@@ -242,7 +245,7 @@ def decode_request(body: bytes, header_length: str | None, spec: TensorSpec) -> 
     return InferRequest(
         id=request_id,
         inputs=x,
-        binary_output=_binary_output(request, parameters, spec),
+        binary_output=_binary_output(request, parameters, output),
         sequence_id=sequence_id,
         sequence_start=start,
         sequence_end=end,

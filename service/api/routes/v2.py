@@ -169,7 +169,8 @@ async def infer(
 ) -> Response:
     max_bytes = request.app.state.settings.max_body_bytes
     body = decompress(await request.body(), request.headers.get("content-encoding"), max_bytes)
-    call = decode_request(body, request.headers.get(HEADER_LENGTH), input_spec(model))
+    spec = output_spec(model)
+    call = decode_request(body, request.headers.get(HEADER_LENGTH), input_spec(model), spec)
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if call.id is not None:
         header["id"] = call.id
@@ -191,7 +192,7 @@ async def infer(
             "sequence_steps": result.record.steps,
             "sequence_replayed": result.replayed,
         }
-    content, headers = encode(header, output_spec(model), outputs, call.binary_output)
+    content, headers = encode(header, spec, outputs, call.binary_output)
     media_type = "application/octet-stream" if headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 

@@ -15,6 +15,17 @@ class _Request(BaseModel):
     model_config = ConfigDict(strict=True, allow_inf_nan=False, extra="forbid")
 
 
+SEED_MODEL_INFO: dict[str, Any] = {
+    "name": "seed-lstm",
+    "version": "1f140261b48b4a70",
+    "input_features": 2,
+    "output_features": 1,
+    "per_step": True,
+    "layers": [{"name": "lstm", "kind": "LSTM", "units": 1, "state": ["h", "c"]}],
+    "state_bytes": 8,
+}
+
+
 class RecurrentLayer(BaseModel):
     name: str
     kind: str = Field(examples=["LSTM"])
@@ -33,6 +44,8 @@ class ModelInfo(BaseModel):
     layers: list[RecurrentLayer]
     state_bytes: int = Field(description="Size of one session's recurrent state, float32.")
 
+    model_config = ConfigDict(json_schema_extra={"examples": [SEED_MODEL_INFO]})
+
 
 class RefusedModelInfo(BaseModel):
     name: str
@@ -43,6 +56,23 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
     refused: list[RefusedModelInfo] = Field(
         description="Files in the model directory that are not served, and why."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "models": [SEED_MODEL_INFO],
+                    "refused": [
+                        {
+                            "name": "bidi",
+                            "reason": "layer 'bidirectional' (Bidirectional) is not supported: "
+                            "a bidirectional layer reads the sequence backwards from its end",
+                        }
+                    ],
+                }
+            ]
+        }
     )
 
 
@@ -66,7 +96,7 @@ class PredictResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
-                {"model": "seed-lstm", "model_version": "111f6e296a01d60e", "outputs": SEED_OUTPUTS}
+                {"model": "seed-lstm", "model_version": "1f140261b48b4a70", "outputs": SEED_OUTPUTS}
             ]
         }
     )
@@ -100,7 +130,7 @@ class SessionInfo(BaseModel):
                 {
                     "session_id": "b1d6Jc2Qe1pX4Zr8vY0kLm3N",
                     "model": "seed-lstm",
-                    "model_version": "111f6e296a01d60e",
+                    "model_version": "1f140261b48b4a70",
                     "steps": 0,
                     "created_at": "2026-11-28T06:00:00Z",
                     "updated_at": "2026-11-28T06:00:00Z",
@@ -143,6 +173,21 @@ class ChunkResponse(BaseModel):
                     "outputs": SEED_OUTPUTS[:2],
                 }
             ]
+        }
+    )
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(description="`ready` or `not ready`.")
+    checks: dict[str, str]
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"status": "ready", "checks": {"redis": "ok", "models": "2 loaded"}}]
         }
     )
 

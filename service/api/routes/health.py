@@ -2,20 +2,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from service.api.deps import Sessions
+from service.api.schemas import Health, Readiness
 from service.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", summary="Liveness: the process answers")
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get(
     "/readyz",
+    response_model=Readiness,
     summary="Readiness: Redis answers and models are loaded",
-    responses={503: {"description": "Redis unreachable or no model loaded"}},
+    responses={503: {"model": Readiness, "description": "Redis unreachable or no model loaded"}},
 )
 async def readyz(request: Request, sessions: Sessions) -> JSONResponse:
     checks: dict[str, str] = {}

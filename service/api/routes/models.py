@@ -1,4 +1,6 @@
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Body
 from fastapi.responses import JSONResponse
 
 from service import errors
@@ -62,7 +64,18 @@ async def create_session(
     model: ModelName,
     sessions: Sessions,
     namespace: Namespace,
-    body: CreateSessionRequest | None = None,
+    body: Annotated[
+        CreateSessionRequest | None,
+        Body(
+            openapi_examples={
+                "server id": {"summary": "Server-generated id, default TTL", "value": {}},
+                "own id": {
+                    "summary": "Client-chosen id and a 1-hour TTL",
+                    "value": {"session_id": "pump-7", "ttl_seconds": 3600},
+                },
+            }
+        ),
+    ] = None,
 ) -> JSONResponse:
     body = body or CreateSessionRequest()
     session_id, record = await sessions.create(namespace, model, body.session_id, body.ttl_seconds)

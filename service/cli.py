@@ -2,12 +2,18 @@
 
 import argparse
 import logging
+import logging.config
 import os
+import tempfile
 
 import uvicorn
 
+from service.logs import logging_config
 from service.settings import Settings
 from service.store.embedded import EmbeddedRedis
+
+# prometheus_client's multiprocess mode (see service/api/metrics.py).
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,7 +23,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    log_config = logging_config(args.log_level)
+    logging.config.dictConfig(log_config)
+    metrics_dir = None
+    if args.workers > 1 and not os.environ.get(PROMETHEUS_MULTIPROC_DIR):
+        # Each worker writes its metrics to files here and /metrics sums them all.
+        metrics_dir = tempfile.TemporaryDirectory(prefix="lstm-metrics-")
+        os.environ[PROMETHEUS_MULTIPROC_DIR] = metrics_dir.name
 
     settings = Settings()
     embedded = None
@@ -38,10 +50,14 @@ def main(argv: list[str] | None = None) -> None:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            log_config=log_config,
+            access_log=False,  # the app writes its own JSON access log
         )
     finally:
         if embedded:
             embedded.stop()
+        if metrics_dir:
+            metrics_dir.cleanup()
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ class Unauthorized(ServiceError):
     status, code = 401, "unauthorized"
 
 
+class TooManySessions(ServiceError):
+    status, code = 429, "too_many_sessions"
+
+
 class StoreUnavailable(ServiceError):
     status, code = 503, "store_unavailable"
     retry_after_seconds = 1

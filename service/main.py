@@ -8,14 +8,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.auth import ApiKeyAuth, ApiKeys, load_api_keys
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
-from service.api.routes import health, models, sessions, v2
+from service.api.metrics import PrometheusMetrics
+from service.api.observe import RequestObserver, route_templates
+from service.api.openapi import install_openapi
+from service.api.routes import health, metrics, models, sessions, v2
 from service.core.models import ModelRegistry
 from service.core.sessions import SessionLimits, SessionService
 from service.settings import Settings
 from service.store.embedded import EmbeddedRedis
 from service.store.redis_store import RedisStateStore
+from service.store.session_index import RedisSessionIndex
+from service.store.timed import TimedStateStore
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,8 @@ Errors are `{"error": {"code": "...", "message": "..."}}` with a stable `code`.
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     settings = settings or Settings()
+    telemetry = PrometheusMetrics()
+    api_keys = load_api_keys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,9 +50,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             embedded = EmbeddedRedis(settings.data_dir).start()
             redis_url = embedded.url
             log.warning("LSTM_REDIS_URL is unset: using an embedded redis-server at %s", redis_url)
-        store = RedisStateStore.from_url(
+        redis_store = RedisStateStore.from_url(
             redis_url, settings.redis_timeout_seconds, cluster=settings.redis_cluster
         )
+        store = TimedStateStore(redis_store, telemetry)
         models = registry
         if models is None:
             models = await asyncio.to_thread(
@@ -52,6 +62,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 settings.probe_steps,
                 settings.probe_tolerance,
             )
+        telemetry.set_models((model.name, model.version) for model in models.all())
         app.state.settings = settings
         app.state.sessions = SessionService(
             store,
@@ -61,7 +72,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 max_ttl_seconds=settings.max_session_ttl_seconds,
                 max_chunk_steps=settings.max_chunk_steps,
                 max_predict_steps=settings.max_predict_steps,
+                max_sessions_per_namespace=settings.max_sessions_per_key,
             ),
+            telemetry=telemetry,
+            index=RedisSessionIndex(redis_store.client, telemetry),
         )
         try:
             yield
@@ -75,11 +89,26 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from packaged assets
+        redoc_url=None,
     )
+    app.state.metrics = telemetry
     install_error_handlers(app)
+    # Added innermost first: RequestObserver sees everything, auth runs before body limits.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if api_keys:
+        app.add_middleware(ApiKeyAuth, keys=ApiKeys(api_keys))
+    app.add_middleware(
+        RequestObserver,
+        metrics=telemetry,
+        templates=lambda: route_templates(app),
+        log_requests=settings.access_log,
+    )
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(v2.router)  # last: its /v2 catch-all answers unknown V2 paths
+    install_docs(app)
+    install_openapi(app, secured=bool(api_keys))
     return app

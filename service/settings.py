@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_DIR = Path(__file__).parent / "demo_models"
@@ -48,6 +48,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger is 413 `payload_too_large`."""
 
+    max_sessions_per_key: int = Field(10_000, ge=0)
+    """Most live sessions one API key may hold (without API keys, all clients share one
+    count); creating one more is 429 `too_many_sessions`. 0: no limit."""
+
+    api_keys: SecretStr | None = None
+    """Comma-separated API keys. Set: `/v1` and `/v2` (not the health routes) need
+    `Authorization: Bearer <key>`, and each key sees only its own sessions."""
+
+    api_keys_file: Path | None = None
+    """A file of API keys, one per line (`#` starts a comment), read at start and added to
+    `api_keys`; for keys mounted as secrets."""
+
+    access_log: bool = True
+    """Log one JSON line per request (logger `lstm.access`)."""
+
     probe_steps: int = Field(64, gt=0)
     """Length of the probe sequence each model is checked on against Keras at load."""
 
@@ -57,4 +72,9 @@ class Settings(BaseSettings):
     @field_validator("redis_url", mode="before")
     @classmethod
     def _empty_url_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("api_keys", "api_keys_file", mode="before")
+    @classmethod
+    def _empty_keys_are_unset(cls, value: object) -> object:
         return None if value == "" else value

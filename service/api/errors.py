@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
+from service.api.observe import note_error
 from service.api.schemas import ErrorBody, error_example
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ _EXAMPLE_MESSAGES: dict[type[errors.ServiceError], str] = {
     errors.InvalidInput: "timestep 0 has 3 values; the model takes 2 features",
     errors.PayloadTooLarge: "request body exceeds 16777216 bytes",
     errors.Unauthorized: "missing or unknown API key",
+    errors.TooManySessions: "this API key already holds 10000 live sessions; delete some or "
+    "let them expire before creating more",
     errors.StoreUnavailable: "the session store is unreachable",
 }
 
@@ -63,7 +66,8 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.ServiceError)
-    async def service_error(_: Request, exc: errors.ServiceError) -> JSONResponse:
+    async def service_error(request: Request, exc: errors.ServiceError) -> JSONResponse:
+        note_error(request.scope, exc.code)
         return JSONResponse(
             error_body(exc.code, exc.message, **exc.details),
             status_code=exc.status,
@@ -71,7 +75,8 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        note_error(request.scope, errors.InvalidInput.code)
         details = _validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
             message = "request body is not valid JSON"
@@ -85,8 +90,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
+        note_error(request.scope, code)
         return JSONResponse(
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,

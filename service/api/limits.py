@@ -5,6 +5,7 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.observe import note_error
 from service.errors import PayloadTooLarge
 
 
@@ -24,6 +25,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            note_error(scope, PayloadTooLarge.code)
             await self._reject(send, v2=scope["path"].startswith("/v2"))
             return
         received = 0

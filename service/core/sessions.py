@@ -1,6 +1,7 @@
 """Session logic: create, stream chunks exactly once, reset, delete. State lives in the store."""
 
 import asyncio
+import contextlib
 import random
 import secrets
 import time
@@ -20,9 +21,12 @@ from service.errors import (
     SessionBusy,
     SessionExists,
     SessionNotFound,
+    StoreUnavailable,
+    TooManySessions,
 )
-from service.store.base import CasOutcome, StateStore
+from service.store.base import CasOutcome, SessionIndex, StateStore
 from service.store.keys import session_key
+from service.telemetry import NULL_TELEMETRY, Telemetry
 
 # Chunks longer than this run in a worker thread so the event loop keeps serving.
 THREAD_OFFLOAD_STEPS = 32
@@ -44,16 +48,28 @@ class SessionLimits:
     max_ttl_seconds: int = 30 * 86_400
     max_chunk_steps: int = 10_000
     max_predict_steps: int = 100_000
+    max_sessions_per_namespace: int = 0
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-async def run_model(model: ServedModel, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+async def run_model(
+    model: ServedModel, x: Floats, state: Floats, telemetry: Telemetry = NULL_TELEMETRY
+) -> tuple[Floats, Floats]:
     if x.shape[0] > THREAD_OFFLOAD_STEPS:
-        return await asyncio.to_thread(model.runner.step, x, state)
-    return model.runner.step(x, state)
+        return await asyncio.to_thread(_timed_step, model, x, state, telemetry)
+    return _timed_step(model, x, state, telemetry)
+
+
+def _timed_step(
+    model: ServedModel, x: Floats, state: Floats, telemetry: Telemetry
+) -> tuple[Floats, Floats]:
+    started = time.perf_counter()
+    result = model.runner.step(x, state)
+    telemetry.model_ran(model.name, x.shape[0], time.perf_counter() - started)
+    return result
 
 
 class SessionService:
@@ -65,11 +81,15 @@ class SessionService:
         models: ModelRegistry,
         limits: SessionLimits,
         clock: Callable[[], int] = _now_ms,
+        telemetry: Telemetry = NULL_TELEMETRY,
+        index: SessionIndex | None = None,
     ) -> None:
         self.store = store
         self.models = models
         self.limits = limits
         self._clock = clock
+        self.telemetry = telemetry
+        self.index = index
 
     def sequence(self, model: ServedModel, rows: Any, max_steps: int | None = None) -> Floats:
         limit = max_steps or self.limits.max_chunk_steps
@@ -78,7 +98,7 @@ class SessionService:
     async def predict_stateless(self, model_name: str, rows: Any) -> tuple[ServedModel, Floats]:
         model = self.models.get(model_name)
         x = self.sequence(model, rows, self.limits.max_predict_steps)
-        outputs, _ = await run_model(model, x, model.runner.initial_state())
+        outputs, _ = await run_model(model, x, model.runner.initial_state(), self.telemetry)
         return model, outputs
 
     async def create(
@@ -107,9 +127,33 @@ class SessionService:
             model_version=model.version,
             state=model.runner.initial_state(),
         )
-        if not await self.store.create(session_key(namespace, sid), record.encode(), ttl * 1000):
+        key = session_key(namespace, sid)
+        if not await self.store.create(key, record.encode(), ttl * 1000):
             raise SessionExists(f"session '{sid}' already exists", session_id=sid)
+        await self._admit(namespace, sid, key, now + ttl * 1000)
+        self.telemetry.session_event("created")
         return sid, record
+
+    async def _admit(self, namespace: str, session_id: str, key: str, expires_ms: int) -> None:
+        """Count the new session against its namespace's limit, or take it back."""
+        limit = self.limits.max_sessions_per_namespace
+        if self.index is None or limit <= 0:
+            return
+        try:
+            admitted = await self.index.admit(
+                namespace, session_id, expires_ms, self._clock(), limit
+            )
+        except Exception:
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.delete(key)
+            raise
+        if not admitted:
+            await self.store.delete(key)
+            raise TooManySessions(
+                f"this API key already holds {limit} live sessions; delete some or let them "
+                "expire before creating more",
+                limit=limit,
+            )
 
     async def get(self, namespace: str, session_id: str) -> SessionRecord:
         blob = await self.store.get(session_key(namespace, session_id))
@@ -145,7 +189,7 @@ class SessionService:
                 digest = chunk_digest(x)
             if offset is not None and offset != record.steps:
                 return self._replay_or_conflict(record, session_id, offset, digest)
-            outputs, state = await run_model(model, x, record.state)
+            outputs, state = await run_model(model, x, record.state, self.telemetry)
             updated = record.advanced(
                 steps=record.steps + x.shape[0],
                 updated_ms=self._clock(),
@@ -205,6 +249,7 @@ class SessionService:
                 key, record.token, updated.encode(), record.ttl_seconds * 1000
             )
             if outcome is CasOutcome.APPLIED:
+                self.telemetry.session_event("reset")
                 return updated
             if outcome is CasOutcome.MISSING:
                 break
@@ -220,6 +265,11 @@ class SessionService:
             raise SessionNotFound(
                 f"session '{session_id}' does not exist or has expired", session_id=session_id
             )
+        if self.index is not None and self.limits.max_sessions_per_namespace > 0:
+            # The session is gone either way; a stale entry is dropped at the next create.
+            with contextlib.suppress(StoreUnavailable):
+                await self.index.forget(namespace, session_id)
+        self.telemetry.session_event("deleted")
 
 
 def outputs_as_lists(outputs: np.ndarray[Any, Any]) -> Any:

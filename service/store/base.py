@@ -32,3 +32,15 @@ class StateStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class SessionIndex(Protocol):
+    """Live sessions per namespace, kept beside the store to cap how many one key holds."""
+
+    async def admit(
+        self, namespace: str, session_id: str, expires_ms: int, now_ms: int, limit: int
+    ) -> bool:
+        """Count `session_id` in `namespace` unless `limit` live sessions are there already."""
+        ...
+
+    async def forget(self, namespace: str, session_id: str) -> None: ...

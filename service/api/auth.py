@@ -1,0 +1,112 @@
+"""API keys: `Authorization: Bearer <key>` on `/v1` and `/v2`, and a session namespace per key."""
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.api.observe import note_error
+from service.errors import Unauthorized
+from service.settings import Settings
+
+PROTECTED_PREFIXES = ("/v1/", "/v2/")
+PROTECTED_PATHS = frozenset({"/v1", "/v2"})
+OPEN_PREFIXES = ("/v2/health/",)
+CHALLENGE = b'Bearer realm="lstm-stream"'
+MESSAGE = "missing or unknown API key: send Authorization: Bearer <key>"
+
+
+def load_api_keys(settings: Settings) -> list[str]:
+    """The configured keys: `api_keys` (comma-separated) and the lines of `api_keys_file`."""
+    keys: list[str] = []
+    if settings.api_keys is not None:
+        keys += [key.strip() for key in settings.api_keys.get_secret_value().split(",")]
+    if settings.api_keys_file is not None:
+        for line in settings.api_keys_file.read_text().splitlines():
+            keys.append(line.split("#", 1)[0].strip())
+    keys = [key for key in keys if key]
+    if not keys and (settings.api_keys is not None or settings.api_keys_file is not None):
+        # Fail closed: a key setting that names no key is a mistake, not a wish to run open.
+        raise ValueError("LSTM_API_KEYS / LSTM_API_KEYS_FILE is set but names no API key")
+    return keys
+
+
+def namespace_of(key: str) -> str:
+    """A stable id of a key that does not reveal it: where its sessions live, what logs show."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def is_protected(path: str) -> bool:
+    if path in PROTECTED_PATHS:
+        return True
+    return path.startswith(PROTECTED_PREFIXES) and not path.startswith(OPEN_PREFIXES)
+
+
+class ApiKeys:
+    """The known keys, checked in constant time: every presented key is hashed and
+    compared with every known key's hash, with no early exit."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        self._known = [(hashlib.sha256(key.encode()).digest(), namespace_of(key)) for key in keys]
+
+    def namespace_for(self, presented: bytes) -> str | None:
+        digest = hashlib.sha256(presented).digest()
+        found = None
+        for known, namespace in self._known:
+            if hmac.compare_digest(digest, known):
+                found = namespace
+        return found
+
+
+def _bearer_token(scope: Scope) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = bytes(value).partition(b" ")
+            if scheme.lower() == b"bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+class ApiKeyAuth:
+    """401 `unauthorized` for protected paths without a known key; otherwise sets
+    `state.namespace` to the key's namespace, which the routes pass to the core."""
+
+    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_protected(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        namespace = self.keys.namespace_for(token) if token is not None else None
+        if namespace is None:
+            note_error(scope, Unauthorized.code)
+            await self._reject(scope, send)
+            return
+        scope.setdefault("state", {})["namespace"] = namespace
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _reject(scope: Scope, send: Send) -> None:
+        if scope["path"].startswith("/v2"):
+            payload: dict[str, object] = {"error": MESSAGE}  # the Open Inference Protocol's shape
+        else:
+            payload = {"error": {"code": Unauthorized.code, "message": MESSAGE}}
+        body = json.dumps(payload).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": Unauthorized.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", CHALLENGE),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,138 @@
+"""Per request: an `X-Request-ID`, one JSON access-log line and the HTTP metrics."""
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from re import Pattern
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.routing import Mount, Route, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.metrics import PrometheusMetrics
+from service.logs import ACCESS_LOGGER
+
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+REQUEST_ID_HEADER = b"x-request-id"
+# A client's request id is kept when it is short and plain; otherwise one is generated.
+_CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
+UNMATCHED = "<unmatched>"
+CLIENT_GONE = 499
+# Path parameters worth a field of their own in the access log.
+_LOGGED_PARAMS = ("session_id", "model")
+
+
+def note_error(scope: Scope, code: str) -> None:
+    """Tell the observer which error code a response carries (for metrics and the log)."""
+    scope.setdefault("state", {})["error_code"] = code
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            if _CLIENT_REQUEST_ID.match(value):
+                return str(value.decode())
+            break
+    return uuid.uuid4().hex
+
+
+def route_templates(app: FastAPI) -> list[tuple[Pattern[str], str]]:
+    """Every documented path template, and the app's own top-level routes and mounts."""
+    found = [(compile_path(path)[0], path) for path in app.openapi().get("paths", {})]
+    for route in app.routes:
+        if isinstance(route, Route | Mount):
+            found.append((route.path_regex, route.path))
+    return found
+
+
+class RequestObserver:
+    """Outermost middleware: times each request, labels it by route template, returns an
+    `X-Request-ID`, counts errors by code and writes the access log."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: PrometheusMetrics,
+        templates: Callable[[], list[tuple[Pattern[str], str]]],
+        log_requests: bool = True,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.templates = templates
+        self._matchers: list[tuple[Pattern[str], str]] | None = None
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 0
+        header = (REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            if not status:  # the app's outermost handler answers 500 after this
+                note_error(scope, "internal_error")
+                status = 500
+            raise
+        finally:
+            # Still 0: cancelled before answering (the client went away), logged as nginx does.
+            self._done(scope, request_id, status or CLIENT_GONE, time.perf_counter() - started)
+
+    def _template(self, scope: Scope) -> tuple[str, dict[str, Any]]:
+        """The route template and path parameters; never the raw path (it holds ids)."""
+        route = scope.get("route")
+        if route is not None and hasattr(route, "path"):
+            return str(route.path), scope.get("path_params", {})
+        # Answered before routing (401, a declared 413), or not routed to an endpoint.
+        if self._matchers is None:
+            self._matchers = self.templates()
+        for regex, template in self._matchers:
+            match = regex.match(scope["path"])
+            if match:
+                return template, match.groupdict()
+        return UNMATCHED, {}
+
+    def _done(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
+        route, params = self._template(scope)
+        self.metrics.request_done(scope["method"], route, status, seconds)
+        state = scope.get("state", {})
+        code = state.get("error_code")
+        if code is None and status >= 400:
+            code = f"http_{status}"
+        if code is not None:
+            self.metrics.error(code)
+        if self.log_requests and access_log.isEnabledFor(logging.INFO):
+            line: dict[str, Any] = {
+                "ts": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 3),
+                "request_id": request_id,
+            }
+            for name in _LOGGED_PARAMS:
+                if name in params:
+                    line[name] = params[name]
+            if "namespace" in state:
+                line["key_id"] = state["namespace"]
+            if code is not None:
+                line["error"] = code
+            access_log.info(json.dumps(line, ensure_ascii=False))

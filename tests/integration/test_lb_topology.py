@@ -1,0 +1,191 @@
+"""The compose topology without Docker: docker/nginx.conf (Debian's nginx) in front of two
+`lstm-serve` processes sharing one redis-server, all on loopback."""
+
+import re
+import shutil
+import socketserver
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from service.settings import Settings
+from service.store.embedded import EmbeddedRedis
+from tests.models import DEMO_DIR
+from tests.nginx import NginxProcess
+from tests.processes import ServiceProcess
+from tests.streaming import new_session, predict, random_chunking
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
+        reason="nginx is not installed (apt-get install nginx; .ci/run installs it)",
+    ),
+]
+
+
+def address(process: ServiceProcess) -> str:
+    return f"127.0.0.1:{process.port}"
+
+
+@pytest.fixture(scope="module")
+def replicas(redis_server: EmbeddedRedis) -> Iterator[list[ServiceProcess]]:
+    """Two replicas on the demo models; a test may stop the second one."""
+    processes = [ServiceProcess(redis_server.url, DEMO_DIR) for _ in range(2)]
+    try:
+        with ThreadPoolExecutor(len(processes)) as pool:
+            list(pool.map(lambda p: p.start(timeout=180), processes))
+        yield processes
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def test_stream_through_the_load_balancer_is_bit_exact_on_both_replicas(replicas, tmp_path):
+    rng = np.random.default_rng(2024)
+    inputs = rng.normal(size=(360, 16)).astype(np.float32)
+    sizes = random_chunking(len(inputs), rng, largest=12)
+    half = len(sizes) // 2
+
+    with (
+        NginxProcess(tmp_path / "lb", [address(p) for p in replicas]) as lb,
+        httpx.Client(base_url=lb.url, timeout=30) as client,
+    ):
+        full = predict(client, "sensor-lstm", inputs)
+        session_id = new_session(client, "sensor-lstm")
+        outputs, start = [], 0
+        for i, size in enumerate(sizes):
+            if i == half:
+                # Any replica serves any chunk: lose one mid-stream and go on.
+                served = {e["upstream"] for e in lb.access_entries() if e["method"] == "POST"}
+                assert served == {address(p) for p in replicas}
+                replicas[1].stop()
+            request_id = f"chunk-{i}"
+            response = client.post(
+                f"/v1/sessions/{session_id}/predict",
+                json={"inputs": inputs[start : start + size].tolist(), "offset": start},
+                headers={"X-Request-ID": request_id},
+            )
+            assert response.status_code == 200, response.text
+            assert response.headers["X-Request-ID"] == request_id
+            body = response.json()
+            assert (body["offset"], body["steps"]) == (start, start + size)
+            outputs.append(np.array(body["outputs"], dtype=np.float32))
+            start += size
+
+    assert np.array_equal(np.concatenate(outputs), full)
+    chunks = [e for e in lb.access_entries() if e["request_id"].startswith("chunk-")]
+    assert [e["request_id"] for e in chunks] == [f"chunk-{i}" for i in range(len(sizes))]
+    assert {e["status"] for e in chunks} == {200}
+    # After the stop every chunk reached the survivor, even when nginx first tried the
+    # stopped replica (a refused connection: the POST was never sent, so it may move on).
+    assert {e["upstream"].split(", ")[-1] for e in chunks[half:]} == {address(replicas[0])}
+
+
+class ClosingUpstream(socketserver.ThreadingTCPServer):
+    """A replica that reads each request in full and closes without answering."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, str]] = []  # (method, path, X-Request-ID)
+        super().__init__(("127.0.0.1", 0), self.Handler)
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            method, path, _ = self.rfile.readline().decode().split(" ", 2)
+            headers = {}
+            while (line := self.rfile.readline().decode().strip()) != "":
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self.rfile.read(int(headers.get("content-length", 0)))
+            server: ClosingUpstream = self.server  # type: ignore[assignment]
+            server.received.append((method, path, headers.get("x-request-id", "")))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+
+def test_a_post_the_first_replica_received_is_not_retried_on_another(replicas, tmp_path):
+    survivor = replicas[0]
+    stub = ClosingUpstream()
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    # One worker, the stub first: the first request (a POST) goes to the stub for sure.
+    lb = NginxProcess(tmp_path / "lb", [stub.address, address(survivor)], workers=1)
+    statuses: dict[str, int] = {}
+    try:
+        with lb, httpx.Client(base_url=lb.url, timeout=30) as client:
+            created = httpx.post(f"{survivor.url}/v1/models/seed-lstm/sessions")
+            session_id = created.json()["session_id"]
+            chunk = {"inputs": [[0.0, 1.0], [1.0, 1.0]]}  # no offset: appended where it is
+            plan = ["POST", "GET", "GET", "GET", "POST", "GET", "POST", "GET", "POST"]
+            for i, method in enumerate(plan):
+                request_id = f"{method.lower()}-{i}"
+                headers = {"X-Request-ID": request_id}
+                if method == "POST":
+                    url = f"/v1/sessions/{session_id}/predict"
+                    response = client.post(url, json=chunk, headers=headers)
+                else:
+                    response = client.get(f"/v1/sessions/{session_id}", headers=headers)
+                assert response.headers["X-Request-ID"] == request_id
+                statuses[request_id] = response.status_code
+    finally:
+        stub.shutdown()
+        stub.server_close()
+
+    stub_got = {request_id: method for method, _, request_id in stub.received}
+    assert "POST" in stub_got.values() and "GET" in stub_got.values(), stub.received
+    for request_id, status in statuses.items():
+        if request_id.startswith("post") and request_id in stub_got:
+            assert status == 502, f"{request_id} reached the stub, then nginx resent it"
+        else:
+            assert status == 200, f"{request_id}: {status}"  # a GET is retried
+    applied = sum(1 for r, s in statuses.items() if r.startswith("post") and s == 200)
+    steps = httpx.get(f"{survivor.url}/v1/sessions/{session_id}").json()["steps"]
+    assert steps == 2 * applied
+
+
+def test_body_limit_matches_the_service_and_answers_in_its_error_format(replicas, tmp_path):
+    limit = Settings().max_body_bytes  # the replicas run with the default
+    small = b'{"inputs": [[0, 1]]}'
+    with (
+        NginxProcess(tmp_path / "lb", [address(replicas[0])]) as lb,
+        httpx.Client(base_url=lb.url, timeout=60) as client,
+    ):
+        at_limit = small + b" " * (limit - len(small))
+        response = client.post(
+            "/v1/models/seed-lstm/predict",
+            content=at_limit,
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+
+        response = client.post(
+            "/v1/models/seed-lstm/predict",
+            content=at_limit + b" ",
+            headers={"Content-Type": "application/json", "X-Request-ID": "too-big"},
+        )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert response.json()["error"]["max_bytes"] == limit
+    assert response.headers["X-Request-ID"] == "too-big"
+
+
+def test_request_ids_are_generated_when_missing_or_malformed(replicas, tmp_path):
+    with (
+        NginxProcess(tmp_path / "lb", [address(replicas[0])]) as lb,
+        httpx.Client(base_url=lb.url) as client,
+    ):
+        generated = [client.get("/healthz").headers["X-Request-ID"] for _ in range(2)]
+        malformed = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert all(re.fullmatch("[0-9a-f]{32}", g) for g in generated), generated
+    assert generated[0] != generated[1]
+    assert malformed.headers["X-Request-ID"] != "bad id\twith spaces"
+    assert re.fullmatch("[0-9a-f]{32}", malformed.headers["X-Request-ID"])

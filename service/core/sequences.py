@@ -9,6 +9,7 @@ sequences. The derived ids start with ':', which native session ids cannot
 import asyncio
 import contextlib
 import json
+import time
 from urllib.parse import quote
 
 import numpy as np
@@ -73,12 +74,16 @@ class SequenceService:
     async def infer_batch(self, model: ServedModel, x: Floats) -> Floats:
         """Every row from zero state; row b equals a one-row call on `x[b]` bit for bit."""
         check_batch(model, x, self.sessions.limits.max_predict_steps)
-        runner = model.runner
-        states = np.tile(runner.initial_state(), (x.shape[0], 1))
         if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
-            outputs, _ = await asyncio.to_thread(runner.step_batch, x, states)
-        else:
-            outputs, _ = runner.step_batch(x, states)
+            return await asyncio.to_thread(self._run_batch, model, x)
+        return self._run_batch(model, x)
+
+    def _run_batch(self, model: ServedModel, x: Floats) -> Floats:
+        started = time.perf_counter()
+        states = np.tile(model.runner.initial_state(), (x.shape[0], 1))
+        outputs, _ = model.runner.step_batch(x, states)
+        elapsed = time.perf_counter() - started
+        self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], elapsed)
         return outputs
 
     async def infer(

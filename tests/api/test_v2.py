@@ -239,3 +239,25 @@ def test_too_large_bodies_are_413_in_v2_shape(small_body_client):
     assert len(bomb) < 2000
     response = infer(small_body_client, bomb, headers={"Content-Encoding": "gzip"})
     assert "decompressed" in error_of(response, 413)
+
+
+def metric(client, line_start: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_v2_errors_and_timesteps_reach_the_metrics(client):
+    errors = 'lstm_errors_total{code="session_not_found"}'
+    steps = 'lstm_timesteps_total{model="simplernn-layernorm"}'
+    errors_before, steps_before = metric(client, errors), metric(client, steps)
+
+    x = np.zeros((1, 2, 2), dtype=np.float32)
+    unknown = json_request(x, parameters={"sequence_id": f"never-{uuid.uuid4().hex}"})
+    error_of(infer(client, unknown), 400)
+    batch = np.zeros((4, 5, 3), dtype=np.float32)
+    json_outputs(infer(client, json_request(batch), "simplernn-layernorm"))
+
+    assert metric(client, errors) == errors_before + 1
+    assert metric(client, steps) == steps_before + 4 * 5

@@ -13,11 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api.deps import ModelName, Models, Namespace, Sessions
+from service.api.observe import note_error
 from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
 from service.api.v2_codec import encode_response as encode
 from service.core.models import ModelRegistry, ServedModel
 from service.core.sequences import SequenceService
-from service.errors import ModelNotFound, ServiceError, StoreUnavailable
+from service.errors import InvalidInput, ModelNotFound, ServiceError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,13 @@ INPUT_NAME, OUTPUT_NAME = "inputs", "outputs"
 _V2_STATUS = {"invalid_input": 400, "session_not_found": 400, "model_version_mismatch": 400}
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+_HTTP_CODES = {404: "not_found", 413: "payload_too_large"}
+
+
+def error(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    note_error(request.scope, code)
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
@@ -41,16 +48,20 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except ServiceError as exc:
-                return error(_V2_STATUS.get(exc.code, exc.status), exc.message, exc.headers)
+                status = _V2_STATUS.get(exc.code, exc.status)
+                return error(request, status, exc.code, exc.message, exc.headers)
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {}
                 where = ".".join(str(part) for part in first.get("loc", ()))
-                return error(400, f"{where}: {first.get('msg', 'invalid request')}")
+                message = f"{where}: {first.get('msg', 'invalid request')}"
+                return error(request, 400, InvalidInput.code, message)
             except StarletteHTTPException as exc:
-                return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+                code = _HTTP_CODES.get(exc.status_code, "http_error")
+                headers = getattr(exc, "headers", None)
+                return error(request, exc.status_code, code, str(exc.detail), headers)
             except Exception:
                 log.exception("unhandled error on %s %s", request.method, request.url.path)
-                return error(500, "internal server error")
+                return error(request, 500, "internal_error", "internal server error")
 
         return v2_handler
 
@@ -138,9 +149,9 @@ async def ready(sessions: Sessions) -> Response:
     try:
         await sessions.store.ping()
     except StoreUnavailable as exc:
-        return error(503, f"not ready: {exc.message}", exc.headers)
+        return JSONResponse({"error": f"not ready: {exc.message}"}, 503, exc.headers)
     if not sessions.models.all():
-        return error(503, "not ready: no model is loaded", {"Retry-After": "1"})
+        return JSONResponse({"error": "not ready: no model is loaded"}, 503, {"Retry-After": "1"})
     return JSONResponse({"ready": True})
 
 
@@ -227,4 +238,5 @@ async def model_version_infer(
     "/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False
 )
 async def unknown(request: Request, path: str) -> Response:
-    return error(404, f"no route {request.method} /v2/{path} in this server's V2 API")
+    message = f"no route {request.method} /v2/{path} in this server's V2 API"
+    return error(request, 404, "not_found", message)

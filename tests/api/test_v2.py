@@ -7,6 +7,7 @@ import uuid
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from service.main import create_app
 from tests.streaming import predict
@@ -261,3 +262,18 @@ def test_v2_errors_and_timesteps_reach_the_metrics(client):
 
     assert metric(client, errors) == errors_before + 1
     assert metric(client, steps) == steps_before + 4 * 5
+
+
+def test_sequences_belong_to_their_api_key(client, settings):
+    keyed = settings.model_copy(update={"api_keys": SecretStr("key-one,key-two")})
+    with TestClient(create_app(keyed, registry=client.app.state.sessions.models)) as app:
+        x = np.ones((1, 2, 2), dtype=np.float32)
+        one, two = ({"Authorization": f"Bearer key-{n}"} for n in ("one", "two"))
+        sequence = {"sequence_id": 5}
+        start = json_request(x, parameters={**sequence, "sequence_start": True})
+        assert infer(app, start, headers=one).status_code == 200
+
+        following = json_request(x, parameters=sequence)
+        assert "never started" in error_of(infer(app, following, headers=two), 400)
+        assert error_of(infer(app, following), 401)
+        assert infer(app, following, headers=one).json()["parameters"]["sequence_steps"] == 4

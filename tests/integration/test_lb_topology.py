@@ -1,6 +1,7 @@
 """The compose topology without Docker: docker/nginx.conf (Debian's nginx) in front of two
 `lstm-serve` processes sharing one redis-server, all on loopback."""
 
+import json
 import re
 import shutil
 import socketserver
@@ -34,9 +35,12 @@ def address(process: ServiceProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def replicas(redis_server: EmbeddedRedis) -> Iterator[list[ServiceProcess]]:
+def replicas(redis_server: EmbeddedRedis, tmp_path_factory) -> Iterator[list[ServiceProcess]]:
     """Two replicas on the demo models; a test may stop the second one."""
-    processes = [ServiceProcess(redis_server.url, DEMO_DIR) for _ in range(2)]
+    logs = tmp_path_factory.mktemp("replicas")
+    processes = [
+        ServiceProcess(redis_server.url, DEMO_DIR, log_path=logs / f"api{i}.log") for i in (1, 2)
+    ]
     try:
         with ThreadPoolExecutor(len(processes)) as pool:
             list(pool.map(lambda p: p.start(timeout=180), processes))
@@ -44,6 +48,16 @@ def replicas(redis_server: EmbeddedRedis) -> Iterator[list[ServiceProcess]]:
     finally:
         for process in processes:
             process.stop()
+
+
+def logged_request_ids(process: ServiceProcess) -> set[str]:
+    """Request ids in a replica's JSON access log."""
+    assert process.log_path is not None
+    ids = set()
+    for line in process.log_path.read_text().splitlines():
+        if line.startswith("{") and '"request_id"' in line:
+            ids.add(json.loads(line)["request_id"])
+    return ids
 
 
 def test_stream_through_the_load_balancer_is_bit_exact_on_both_replicas(replicas, tmp_path):
@@ -85,6 +99,9 @@ def test_stream_through_the_load_balancer_is_bit_exact_on_both_replicas(replicas
     # After the stop every chunk reached the survivor, even when nginx first tried the
     # stopped replica (a refused connection: the POST was never sent, so it may move on).
     assert {e["upstream"].split(", ")[-1] for e in chunks[half:]} == {address(replicas[0])}
+    # The replicas' own logs agree: each served chunks, and together all of them.
+    by_replica = [logged_request_ids(p) & {e["request_id"] for e in chunks} for p in replicas]
+    assert all(by_replica) and set.union(*by_replica) == {e["request_id"] for e in chunks}
 
 
 class ClosingUpstream(socketserver.ThreadingTCPServer):
@@ -141,6 +158,7 @@ def test_a_post_the_first_replica_received_is_not_retried_on_another(replicas, t
         stub.server_close()
 
     stub_got = {request_id: method for method, _, request_id in stub.received}
+    assert set(stub_got) <= set(statuses), "the client's X-Request-ID reaches the replica"
     assert "POST" in stub_got.values() and "GET" in stub_got.values(), stub.received
     for request_id, status in statuses.items():
         if request_id.startswith("post") and request_id in stub_got:
@@ -184,8 +202,11 @@ def test_request_ids_are_generated_when_missing_or_malformed(replicas, tmp_path)
         httpx.Client(base_url=lb.url) as client,
     ):
         generated = [client.get("/healthz").headers["X-Request-ID"] for _ in range(2)]
+        kept = client.get("/v1/models", headers={"X-Request-ID": "trace/a+b=c:1.2_3-4"})
         malformed = client.get("/healthz", headers={"X-Request-ID": "bad id\twith spaces"})
     assert all(re.fullmatch("[0-9a-f]{32}", g) for g in generated), generated
     assert generated[0] != generated[1]
+    assert kept.headers["X-Request-ID"] == "trace/a+b=c:1.2_3-4"
+    assert "trace/a+b=c:1.2_3-4" in logged_request_ids(replicas[0])  # the replica used it too
     assert malformed.headers["X-Request-ID"] != "bad id\twith spaces"
     assert re.fullmatch("[0-9a-f]{32}", malformed.headers["X-Request-ID"])

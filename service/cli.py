@@ -4,7 +4,9 @@ import argparse
 import logging
 import logging.config
 import os
+import signal
 import tempfile
+from types import FrameType
 
 import uvicorn
 
@@ -14,6 +16,12 @@ from service.store.embedded import EmbeddedRedis
 
 # prometheus_client's multiprocess mode (see service/api/metrics.py).
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # uvicorn re-raises SIGTERM after its graceful shutdown; leaving through SystemExit
+    # instead of the default handler's abrupt end runs the cleanup in main().
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ[PROMETHEUS_MULTIPROC_DIR] = metrics_dir.name
 
     settings = Settings()
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     embedded = None
     if settings.redis_url is None:
         # Started here, not per worker, so every worker shares the one Redis.

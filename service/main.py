@@ -16,6 +16,7 @@ from service.api.metrics import PrometheusMetrics
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
 from service.api.routes import health, metrics, models, sessions, v2
+from service.core.batcher import MicroBatcher
 from service.core.models import ModelRegistry
 from service.core.sessions import SessionLimits, SessionService
 from service.settings import Settings
@@ -76,6 +77,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             ),
             telemetry=telemetry,
             index=RedisSessionIndex(redis_store.client, telemetry),
+            batcher=(
+                MicroBatcher(settings.micro_batch_max, settings.micro_batch_wait_ms / 1000)
+                if settings.micro_batch
+                else None
+            ),
         )
         try:
             yield

@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     access_log: bool = True
     """Log one JSON line per request (logger `lstm.access`)."""
 
+    micro_batch: bool = True
+    """Run the waiting chunks of concurrent sessions on one model as one batched runner
+    call (bit-exact: the runner computes each row alone). Off: every chunk runs alone."""
+
+    micro_batch_max: int = Field(64, gt=0)
+    """Most chunks in one batched runner call."""
+
+    micro_batch_wait_ms: float = Field(0.0, ge=0)
+    """How long a chunk waits for others to join its batch. 0: it takes only the chunks
+    already waiting in the same event-loop turn, and adds no delay."""
+
     probe_steps: int = Field(64, gt=0)
     """Length of the probe sequence each model is checked on against Keras at load."""
 

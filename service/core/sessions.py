@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from service.core.batcher import MicroBatcher
 from service.core.inputs import Floats, as_sequence
 from service.core.models import ModelRegistry, ServedModel
 from service.core.session_record import SessionRecord, chunk_digest
@@ -56,10 +57,19 @@ def _now_ms() -> int:
 
 
 async def run_model(
-    model: ServedModel, x: Floats, state: Floats, telemetry: Telemetry = NULL_TELEMETRY
+    model: ServedModel,
+    x: Floats,
+    state: Floats,
+    telemetry: Telemetry = NULL_TELEMETRY,
+    batcher: MicroBatcher | None = None,
 ) -> tuple[Floats, Floats]:
     if x.shape[0] > THREAD_OFFLOAD_STEPS:
         return await asyncio.to_thread(_timed_step, model, x, state, telemetry)
+    if batcher is not None:
+        started = time.perf_counter()
+        result = await batcher.step(model.runner, x, state)
+        telemetry.model_ran(model.name, x.shape[0], time.perf_counter() - started)
+        return result
     return _timed_step(model, x, state, telemetry)
 
 
@@ -83,6 +93,7 @@ class SessionService:
         clock: Callable[[], int] = _now_ms,
         telemetry: Telemetry = NULL_TELEMETRY,
         index: SessionIndex | None = None,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self.store = store
         self.models = models
@@ -90,6 +101,7 @@ class SessionService:
         self._clock = clock
         self.telemetry = telemetry
         self.index = index
+        self.batcher = batcher
 
     def sequence(self, model: ServedModel, rows: Any, max_steps: int | None = None) -> Floats:
         limit = max_steps or self.limits.max_chunk_steps
@@ -98,7 +110,9 @@ class SessionService:
     async def predict_stateless(self, model_name: str, rows: Any) -> tuple[ServedModel, Floats]:
         model = self.models.get(model_name)
         x = self.sequence(model, rows, self.limits.max_predict_steps)
-        outputs, _ = await run_model(model, x, model.runner.initial_state(), self.telemetry)
+        outputs, _ = await run_model(
+            model, x, model.runner.initial_state(), self.telemetry, self.batcher
+        )
         return model, outputs
 
     async def create(
@@ -189,7 +203,7 @@ class SessionService:
                 digest = chunk_digest(x)
             if offset is not None and offset != record.steps:
                 return self._replay_or_conflict(record, session_id, offset, digest)
-            outputs, state = await run_model(model, x, record.state, self.telemetry)
+            outputs, state = await run_model(model, x, record.state, self.telemetry, self.batcher)
             updated = record.advanced(
                 steps=record.steps + x.shape[0],
                 updated_ms=self._clock(),

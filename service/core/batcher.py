@@ -1,0 +1,77 @@
+"""Cross-session micro-batching: chunks of one model that wait at the same moment run as
+one `step_batch` call. The runner computes every row on its own, so each session's
+outputs and state are bit for bit those of running its chunk alone."""
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.core.runner import StreamingRunner
+
+Floats = np.ndarray[Any, Any]  # float32
+Result = tuple[Floats, Floats]
+
+
+@dataclass
+class _Batch:
+    runner: StreamingRunner
+    inputs: list[Floats] = field(default_factory=list)
+    states: list[Floats] = field(default_factory=list)
+    waiters: list[asyncio.Future[Result]] = field(default_factory=list)
+    closed: bool = False
+
+
+class MicroBatcher:
+    """Gathers concurrent `step` calls on one runner, of one chunk length, into batches.
+
+    A batch opens with its first chunk and runs on the next turn of the event loop
+    (after `max_wait_seconds`, when set), or at once when it holds `max_batch` chunks.
+    """
+
+    def __init__(self, max_batch: int = 64, max_wait_seconds: float = 0.0) -> None:
+        self.max_batch = max_batch
+        self.max_wait_seconds = max_wait_seconds
+        self._open: dict[tuple[int, int], _Batch] = {}
+        self.batches = 0
+        self.chunks = 0
+
+    async def step(self, runner: StreamingRunner, x: Floats, state: Floats) -> Result:
+        loop = asyncio.get_running_loop()
+        key = (id(runner), x.shape[0])
+        batch = self._open.get(key)
+        if batch is None:
+            batch = self._open[key] = _Batch(runner)
+            if self.max_wait_seconds > 0:
+                loop.call_later(self.max_wait_seconds, self._run, key, batch)
+            else:
+                loop.call_soon(self._run, key, batch)
+        waiter: asyncio.Future[Result] = loop.create_future()
+        batch.inputs.append(x)
+        batch.states.append(state)
+        batch.waiters.append(waiter)
+        if len(batch.inputs) >= self.max_batch:
+            self._run(key, batch)
+        return await waiter
+
+    def _run(self, key: tuple[int, int], batch: _Batch) -> None:
+        if batch.closed:
+            return
+        batch.closed = True
+        if self._open.get(key) is batch:
+            del self._open[key]
+        self.batches += 1
+        self.chunks += len(batch.inputs)
+        try:
+            outputs, states = batch.runner.step_batch(
+                np.stack(batch.inputs), np.stack(batch.states)
+            )
+        except Exception as exc:  # every waiter gets the runner's own error
+            for waiter in batch.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            return
+        for row, waiter in enumerate(batch.waiters):
+            if not waiter.done():  # a cancelled request leaves its row unread
+                waiter.set_result((outputs[row], states[row]))

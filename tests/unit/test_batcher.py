@@ -23,7 +23,9 @@ def chunks_and_states(runner, count: int, steps: int, seed: int):
 
 
 async def gathered(batcher: MicroBatcher, runner, xs, states):
-    return await asyncio.gather(*(batcher.step(runner, x, s) for x, s in zip(xs, states)))
+    return await asyncio.gather(
+        *(batcher.step(runner, x, s) for x, s in zip(xs, states, strict=True))
+    )
 
 
 @pytest.mark.parametrize("steps", [1, 3, 32])
@@ -72,7 +74,7 @@ def test_a_waiting_chunk_is_joined_by_later_ones_within_max_wait(runner):
     async def staggered():
         first = asyncio.ensure_future(batcher.step(runner, xs[0], states[0]))
         await asyncio.sleep(0)  # the first chunk is waiting before the others arrive
-        rest = [batcher.step(runner, x, s) for x, s in zip(xs[1:], states[1:])]
+        rest = [batcher.step(runner, x, s) for x, s in zip(xs[1:], states[1:], strict=True)]
         return await asyncio.gather(first, *rest)
 
     results = asyncio.run(staggered())

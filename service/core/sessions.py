@@ -13,6 +13,7 @@ import numpy as np
 
 from service.core.batcher import MicroBatcher
 from service.core.inputs import Floats, as_sequence
+from service.core.keyed_locks import KeyedLocks
 from service.core.models import ModelRegistry, ServedModel
 from service.core.session_record import SessionRecord, chunk_digest
 from service.errors import (
@@ -31,8 +32,13 @@ from service.telemetry import NULL_TELEMETRY, Telemetry
 
 # Chunks longer than this run in a worker thread so the event loop keeps serving.
 THREAD_OFFLOAD_STEPS = 32
-# Writers racing on one session retry after a short random pause, this many times.
+# Writers racing on one session retry after a random pause (`backoff_seconds`), this many times.
 MAX_WRITE_ATTEMPTS = 100
+BACKOFF_BASE_SECONDS = 0.002
+BACKOFF_CAP_SECONDS = 0.2
+# Writers to one session in one process take turns (no wasted CAS rounds); past this
+# wait a writer goes ahead anyway and the CAS arbitrates, so a stuck store holds no queue.
+TURN_PATIENCE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,12 @@ class SessionLimits:
     max_chunk_steps: int = 10_000
     max_predict_steps: int = 100_000
     max_sessions_per_namespace: int = 0
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Full jitter over a window that doubles per lost race, so that many racers spread out
+    instead of colliding again and again in a small fixed window."""
+    return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
 
 
 def _now_ms() -> int:
@@ -102,6 +114,7 @@ class SessionService:
         self.telemetry = telemetry
         self.index = index
         self.batcher = batcher
+        self._writers = KeyedLocks(TURN_PATIENCE_SECONDS)
 
     def sequence(self, model: ServedModel, rows: Any, max_steps: int | None = None) -> Floats:
         limit = max_steps or self.limits.max_chunk_steps
@@ -192,6 +205,12 @@ class SessionService:
     async def predict(
         self, namespace: str, session_id: str, rows: Any, offset: int | None = None
     ) -> ChunkResult:
+        async with self._writers.turn(session_key(namespace, session_id)):
+            return await self._predict(namespace, session_id, rows, offset)
+
+    async def _predict(
+        self, namespace: str, session_id: str, rows: Any, offset: int | None
+    ) -> ChunkResult:
         key = session_key(namespace, session_id)
         x: Floats | None = None
         digest = b""
@@ -222,7 +241,7 @@ class SessionService:
                     f"session '{session_id}' does not exist or has expired",
                     session_id=session_id,
                 )
-            await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+            await asyncio.sleep(backoff_seconds(attempt))
         raise SessionBusy(
             f"session '{session_id}' is being written by other requests; retry",
             session_id=session_id,
@@ -246,6 +265,10 @@ class SessionService:
         )
 
     async def reset(self, namespace: str, session_id: str) -> SessionRecord:
+        async with self._writers.turn(session_key(namespace, session_id)):
+            return await self._reset(namespace, session_id)
+
+    async def _reset(self, namespace: str, session_id: str) -> SessionRecord:
         key = session_key(namespace, session_id)
         for attempt in range(MAX_WRITE_ATTEMPTS):
             record = await self.get(namespace, session_id)
@@ -267,7 +290,7 @@ class SessionService:
                 return updated
             if outcome is CasOutcome.MISSING:
                 break
-            await asyncio.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+            await asyncio.sleep(backoff_seconds(attempt))
         else:
             raise SessionBusy(f"session '{session_id}' is busy; retry", session_id=session_id)
         raise SessionNotFound(

@@ -1,10 +1,12 @@
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service.errors import StoreUnavailable
@@ -19,6 +21,17 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 2
 """
 _CAS_OUTCOMES = {0: CasOutcome.MISSING, 1: CasOutcome.CONFLICT, 2: CasOutcome.APPLIED}
+# A URL with one of these schemes names a Redis Cluster (seed node); redis-py wants the plain one.
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def parse_redis_url(url: str) -> tuple[str, bool]:
+    """The URL for redis-py, and whether it names a cluster (`redis+cluster://host:port`)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in _CLUSTER_SCHEMES:
+        return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{rest}", True
+    return url, False
+
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,7 +46,7 @@ def _unavailable_on_redis_errors(
             return await fn(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(f"the session store is unreachable: {exc}") from exc
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise StoreUnavailable(f"the session store failed: {exc}") from exc
 
     return wrapper
@@ -48,11 +61,15 @@ class RedisStateStore:
 
     @classmethod
     def from_url(cls, url: str, timeout_seconds: float, cluster: bool = False) -> "RedisStateStore":
+        url, names_cluster = parse_redis_url(url)
         options: dict[str, Any] = {
             "socket_timeout": timeout_seconds,
             "socket_connect_timeout": timeout_seconds,
+            # redis-py never resends a command by itself: a write whose reply was lost may
+            # have been applied, and resending would also stretch the timeout bound.
+            "retry": Retry(NoBackoff(), 0),
         }
-        if cluster:
+        if cluster or names_cluster:
             from redis.asyncio.cluster import RedisCluster
 
             return cls(RedisCluster.from_url(url, **options))
@@ -62,9 +79,20 @@ class RedisStateStore:
     def client(self) -> Any:
         return self._client
 
+    async def _read(self, command: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        # Pooled connections from before a Redis restart fail on first use; a read is safe
+        # to send again, and the idle ones are dropped so the next write gets a fresh one.
+        try:
+            return await command(*args)
+        except RedisConnectionError:
+            pool = getattr(self._client, "connection_pool", None)
+            if pool is not None:
+                await pool.disconnect(inuse_connections=False)
+            return await command(*args)
+
     @_unavailable_on_redis_errors
     async def get(self, key: str) -> bytes | None:
-        value = await self._client.get(key)
+        value = await self._read(self._client.get, key)
         return bytes(value) if value is not None else None
 
     @_unavailable_on_redis_errors
@@ -84,7 +112,7 @@ class RedisStateStore:
 
     @_unavailable_on_redis_errors
     async def ping(self) -> None:
-        await self._client.ping()
+        await self._read(self._client.ping)
 
     async def close(self) -> None:
         await self._client.aclose()

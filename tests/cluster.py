@@ -75,19 +75,28 @@ class LocalCluster:
                 capture_output=True,
                 timeout=timeout,
             )  # fmt: skip
-            self._wait_until_ok(time.monotonic() + timeout)
+            self.wait_until_ok(timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_until_ok(self, deadline: float) -> None:
+    def wait_until_ok(self, timeout: float = 30.0) -> None:
+        """Until every node reports `cluster_state:ok` (slots covered, nodes agree)."""
+        deadline = time.monotonic() + timeout
         for node in self.nodes:
             with redis.Redis(port=node.port) as client:
                 while client.cluster("INFO")["cluster_state"] != "ok":
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"cluster node {node.port} never reached state ok")
                     time.sleep(0.1)
+
+    def node_holding(self, key: str) -> EmbeddedRedis:
+        for node in self.nodes:
+            with redis.Redis(port=node.port) as client:
+                if client.cluster("COUNTKEYSINSLOT", client.cluster("KEYSLOT", key)):
+                    return node
+        raise LookupError(f"no node holds {key}")
 
     def keys_per_master(self, pattern: str) -> dict[int, int]:
         """How many keys matching `pattern` each master holds, by port."""

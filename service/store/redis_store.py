@@ -3,6 +3,7 @@ from functools import wraps
 from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -70,8 +71,6 @@ class RedisStateStore:
             "retry": Retry(NoBackoff(), 0),
         }
         if cluster or names_cluster:
-            from redis.asyncio.cluster import RedisCluster
-
             return cls(RedisCluster.from_url(url, **options))
         return cls(aioredis.Redis.from_url(url, health_check_interval=30, **options))
 
@@ -112,7 +111,13 @@ class RedisStateStore:
 
     @_unavailable_on_redis_errors
     async def ping(self) -> None:
-        await self._read(self._client.ping)
+        if not isinstance(self._client, RedisCluster):
+            await self._read(self._client.ping)
+            return
+        # A plain cluster PING asks one node; every master holds sessions, so ask each.
+        await self._client.initialize()
+        for node in self._client.get_primaries():
+            await self._client.ping(target_nodes=node)
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -2,6 +2,7 @@
 stays bit-exact and exactly-once across an in-process app and an `lstm-serve` process."""
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.main import create_app
 from service.settings import Settings
+from service.store.keys import session_key
 from service.store.redis_store import RedisStateStore
 from tests.cluster import LocalCluster
 from tests.processes import ServiceProcess
@@ -140,3 +142,45 @@ def test_concurrent_writers_on_the_cluster(process, process_client):
     responses = asyncio.run(race_for_offset([process.url], session_id, racers, total))
     assert sum(response.status_code == 200 for response in responses) == 1
     assert all(response.status_code in (200, 409) for response in responses)
+
+
+def test_a_master_down_is_503_and_its_sessions_continue_after_its_restart(
+    cluster, app_client, process_client
+):
+    """Last in this module: it stops and restarts a master (on its AOF and nodes.conf)."""
+    inputs = np.random.default_rng(6).normal(size=(20, 16)).astype(np.float32)
+    full = predict(app_client, "sensor-lstm", inputs)
+    victim = cluster.nodes[1]
+    by_node: dict[int, str] = {}
+    while len(by_node) < len(cluster.nodes):
+        session_id = new_session(app_client, "sensor-lstm")
+        by_node.setdefault(cluster.node_holding(session_key("_", session_id)).port, session_id)
+    for session_id in by_node.values():
+        send_chunk(app_client, session_id, inputs[:8], offset=0)
+
+    victim.stop()
+    try:
+        for http in (app_client, process_client):
+            response = http.post(
+                f"/v1/sessions/{by_node[victim.port]}/predict",
+                json={"inputs": inputs[8:].tolist(), "offset": 8},
+            )
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "store_unavailable"
+            assert response.headers["Retry-After"]
+            assert http.get("/readyz").status_code == 503
+            assert http.get("/healthz").status_code == 200
+    finally:
+        victim.start()
+        cluster.wait_until_ok()
+
+    for http in (app_client, process_client):
+        deadline = time.monotonic() + 30
+        while http.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "not ready after the master came back"
+            time.sleep(0.2)
+    for index, session_id in enumerate(by_node.values()):
+        http = (app_client, process_client)[index % 2]
+        assert http.get(f"/v1/sessions/{session_id}").json()["steps"] == 8
+        rest = send_chunk(http, session_id, inputs[8:], offset=8)
+        assert np.array_equal(np.array(rest["outputs"], np.float32), full[8:])

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import errors
-from service.api.observe import note_error
+from service.api.observe import allowed_methods, note_error
 from service.api.schemas import ErrorBody, error_example
 
 log = logging.getLogger(__name__)
@@ -91,12 +91,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (not UTF-8): bad input like any other.
+            note_error(request.scope, errors.InvalidInput.code)
+            return JSONResponse(
+                error_body(errors.InvalidInput.code, "request body is not valid JSON"),
+                status_code=errors.InvalidInput.status,
+            )
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         note_error(request.scope, code)
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            allowed = allowed_methods(request.app, request.scope["path"])
+            headers = {**(headers or {}), "Allow": ", ".join(allowed)} if allowed else headers
         return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

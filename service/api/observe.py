@@ -23,6 +23,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 # A client's request id is kept when it is short and plain; otherwise one is generated.
 _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 UNMATCHED = "<unmatched>"
+_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 CLIENT_GONE = 499
 # Path parameters worth a field of their own in the access log.
 _LOGGED_PARAMS = ("session_id", "model")
@@ -49,6 +50,18 @@ def route_templates(app: FastAPI) -> list[tuple[Pattern[str], str]]:
         if isinstance(route, Route | Mount):
             found.append((route.path_regex, route.path))
     return found
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every documented method on `path`, for a 405's `Allow` header (Starlette names only
+    the methods of the first route whose path matches)."""
+    methods: set[str] = set()
+    for template, item in app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(path):
+            methods.update(method.upper() for method in item if method in _METHODS)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 class RequestObserver:

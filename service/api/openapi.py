@@ -87,6 +87,32 @@ def _add_security(document: dict[str, Any]) -> None:
             operation.setdefault("responses", {})["401"] = unauthorized
 
 
+# A created session's id feeds the session routes: OpenAPI links, which Swagger UI shows
+# and API fuzzers follow.
+_SESSION_LINKS = {
+    "StreamChunk": ("/v1/sessions/{session_id}/predict", "post"),
+    "DescribeSession": ("/v1/sessions/{session_id}", "get"),
+    "ResetSession": ("/v1/sessions/{session_id}/reset", "post"),
+    "DeleteSession": ("/v1/sessions/{session_id}", "delete"),
+}
+
+
+def _add_session_links(document: dict[str, Any]) -> None:
+    paths = document.get("paths", {})
+    created = paths.get("/v1/models/{model}/sessions", {}).get("post", {})
+    response = created.get("responses", {}).get("201")
+    if response is None:
+        return
+    links = response.setdefault("links", {})
+    for name, (path, method) in _SESSION_LINKS.items():
+        operation = paths.get(path, {}).get(method)
+        if operation is not None and "operationId" in operation:
+            links[name] = {
+                "operationId": operation["operationId"],
+                "parameters": {"session_id": "$response.body#/session_id"},
+            }
+
+
 def install_openapi(app: FastAPI, secured: bool) -> None:
     build = app.openapi
 
@@ -94,6 +120,7 @@ def install_openapi(app: FastAPI, secured: bool) -> None:
         if app.openapi_schema is None:
             document = build()
             _fix_validation_errors(document)
+            _add_session_links(document)
             if secured:
                 _add_security(document)
             app.openapi_schema = document

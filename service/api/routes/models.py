@@ -57,7 +57,13 @@ async def predict(model: ModelName, body: PredictRequest, sessions: Sessions) ->
     "/{model}/sessions",
     status_code=201,
     response_model=SessionInfo,
-    responses=responses(errors.ModelNotFound, errors.SessionExists, errors.InvalidInput),
+    responses=responses(
+        errors.ModelNotFound,
+        errors.SessionExists,
+        errors.InvalidInput,
+        errors.PayloadTooLarge,
+        errors.TooManySessions,
+    ),
     summary="Start a session at step 0",
 )
 async def create_session(

@@ -8,18 +8,21 @@ from service.core.sessions import SessionService
 
 DEFAULT_NAMESPACE = "_"
 
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in
+# its thread pool, a thread hand-off per dependency per request on the hot path.
 
-def get_sessions(request: Request) -> SessionService:
+
+async def get_sessions(request: Request) -> SessionService:
     service: SessionService = request.app.state.sessions
     return service
 
 
-def get_models(request: Request) -> ModelRegistry:
+async def get_models(request: Request) -> ModelRegistry:
     models: ModelRegistry = request.app.state.sessions.models
     return models
 
 
-def get_namespace(request: Request) -> str:
+async def get_namespace(request: Request) -> str:
     """Sessions are namespaced by the caller's API key (set by the auth middleware)."""
     return getattr(request.state, "namespace", DEFAULT_NAMESPACE)
 

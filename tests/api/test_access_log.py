@@ -3,6 +3,7 @@
 import json
 import logging
 import re
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -38,6 +39,8 @@ def test_each_request_logs_one_line_with_its_route_template(client, access_lines
     assert chunk["session_id"] == session_id
     assert chunk["request_id"] == "trace-42.a"
     assert isinstance(chunk["duration_ms"], float) and chunk["duration_ms"] > 0
+    logged_at = datetime.fromisoformat(chunk["ts"].replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - logged_at).total_seconds()) < 60
     assert "error" not in chunk
 
 

@@ -38,6 +38,13 @@ def worker_pids(process: ServiceProcess) -> list[int]:
     ]
 
 
+def freeze_then_kill(pid: int, seconds: float, kill: Callable[[], None]) -> None:
+    """SIGSTOP `pid` now and call `kill` `seconds` later (from the running event loop): the
+    requests it holds meanwhile are cut off mid-flight, not merely refused."""
+    os.kill(pid, signal.SIGSTOP)
+    asyncio.get_running_loop().call_later(seconds, kill)
+
+
 def sigkill(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 

@@ -7,7 +7,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.fleet import sigkill, start_all, stream_with_failover, worker_pids
+from tests.fleet import freeze_then_kill, sigkill, start_all, stream_with_failover, worker_pids
 from tests.processes import ServiceProcess
 from tests.racing import (
     append_concurrently,
@@ -109,12 +109,15 @@ def test_sigkill_one_replica_mid_stream_and_continue_on_the_others(replicas):
     def pick(index: int, attempt: int) -> str:
         return urls[alive[(index + attempt) % len(alive)]]
 
+    def kill() -> None:
+        replicas[0].kill()
+        alive.remove(0)
+
     def kill_halfway() -> None:
         nonlocal acked
         acked += 1
         if acked == len(sessions) * len(sizes) // 2:
-            replicas[0].kill()
-            alive.remove(0)
+            freeze_then_kill(replicas[0].process.pid, 0.3, kill)
 
     async def run() -> list:
         async with async_client() as client:
@@ -130,6 +133,7 @@ def test_sigkill_one_replica_mid_stream_and_continue_on_the_others(replicas):
     assert replicas[0].process is not None and replicas[0].process.poll() is not None
     for log in logs:
         assert_bit_identical(log.outputs, want)
+    assert sum(log.transport_errors for log in logs) > 0  # some chunks were cut off mid-flight
     print(
         f"SIGKILL mid-stream: {sum(log.transport_errors for log in logs)} requests cut off and "
         f"resent, {sum(log.replayed for log in logs)} of them answered as replays"
@@ -140,7 +144,8 @@ def test_workers_share_sessions_and_survive_a_killed_worker(redis_server, model_
     rng = np.random.default_rng(2)
     inputs = rng.normal(size=(160, 16)).astype(np.float32)
     sizes = random_chunking(len(inputs), rng, largest=10)
-    with ServiceProcess(redis_server.url, model_dir, workers=2) as server:
+    server = ServiceProcess(redis_server.url, model_dir, workers=2).start()
+    try:
         workers = worker_pids(server)
         assert len(workers) == 2
         want = expected_chunks(server.url, "sensor-lstm", inputs, sizes)
@@ -151,12 +156,12 @@ def test_workers_share_sessions_and_survive_a_killed_worker(redis_server, model_
             nonlocal acked
             acked += 1
             if acked == len(sessions) * len(sizes) // 2:
-                sigkill(workers[0])
+                freeze_then_kill(workers[0], 0.3, lambda: sigkill(workers[0]))
 
         async def run() -> list:
-            # No keep-alive: every chunk is a new connection, taken by whichever worker accepts.
-            limits = httpx.Limits(max_keepalive_connections=0)
-            async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+            # Pooled connections are spread by the kernel over both workers, so chunks of one
+            # session land on either, and those on the frozen worker's connections are cut off.
+            async with async_client() as client:
                 return await asyncio.gather(
                     *(
                         stream_with_failover(
@@ -172,6 +177,12 @@ def test_workers_share_sessions_and_survive_a_killed_worker(redis_server, model_
                 )
 
         logs = asyncio.run(run())
+    finally:
+        server.kill()  # not a graceful stop: uvicorn may be starting a replacement worker
 
     for log in logs:
         assert_bit_identical(log.outputs, want)
+    print(
+        f"worker SIGKILL mid-stream: {sum(log.transport_errors for log in logs)} requests cut "
+        f"off and resent, {sum(log.replayed for log in logs)} of them answered as replays"
+    )

@@ -1,0 +1,237 @@
+"""The load generator: closed-loop clients on raw keep-alive HTTP/1.1 connections.
+
+Run in its own process (`python -m bench.load SPEC_JSON`) so its CPU is not the
+server's. It imports neither numpy nor any HTTP library: one request costs a
+`write` and two reads, so the client stays far cheaper than any server it measures.
+The answer is one JSON object on stdout.
+"""
+
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class HttpError(Exception):
+    pass
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection to a server that answers with Content-Length."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> "Connection":
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=2**24
+        )
+        return self
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        assert self._reader is not None and self._writer is not None
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self._writer.write(head.encode() + body)
+        raw = await self._reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        length = None
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "transfer-encoding":
+                raise HttpError(f"unsupported transfer-encoding: {value.strip()}")
+        if length is None:
+            raise HttpError("response without Content-Length")
+        return status, await self._reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+
+
+def chunk_bodies(steps: int, features: int, count: int, seed: int) -> list[bytes]:
+    """`count` request bodies of `steps` random timesteps, encoded once up front."""
+    rng = random.Random(seed)
+    return [
+        json.dumps(
+            {"inputs": [[rng.gauss(0.0, 1.0) for _ in range(features)] for _ in range(steps)]}
+        ).encode()
+        for _ in range(count)
+    ]
+
+
+@dataclass
+class Spec:
+    """What one load run does: every client owns one session and sends chunks in a loop.
+
+    Warm-up lasts `warmup_seconds` and until every client has had one answer. The window
+    then lasts `seconds`, longer if needed to hold `min_requests` answers (a slow system
+    at high concurrency), but never more than `max_seconds`; `max_requests` ends it early.
+    """
+
+    host: str
+    port: int
+    model: str
+    features: int
+    concurrency: int
+    steps: int
+    warmup_seconds: float
+    seconds: float
+    min_requests: int = 0
+    max_seconds: float = 60.0
+    max_requests: int = 0
+    stateless: bool = False
+    seed: int = 0
+    session_prefix: str = "bench"
+
+
+@dataclass
+class Tally:
+    done_ns: list[int] = field(default_factory=list)
+    latencies_ns: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    session_ids: list[str] = field(default_factory=list)
+    completed: int = 0
+
+
+async def _new_session(conn: Connection, spec: Spec, index: int) -> str:
+    session_id = f"{spec.session_prefix}-{spec.seed}-{index}"
+    body = json.dumps({"session_id": session_id}).encode()
+    status, answer = await conn.request("POST", f"/v1/models/{spec.model}/sessions", body)
+    if status != 201:
+        raise HttpError(f"creating a session: {status} {answer[:200]!r}")
+    return session_id
+
+
+class Window:
+    """When measuring starts and stops, shared by every client."""
+
+    def __init__(self, spec: Spec, tally: Tally) -> None:
+        self.spec = spec
+        self.tally = tally
+        self.ready = asyncio.Event()
+        self.stop = asyncio.Event()
+        self.waiting = spec.concurrency
+        self.warm: set[int] = set()
+        self.started_ns = 0
+        self.opens_ns: int | None = None
+        self.closed_ns = 0
+
+    def client_ready(self) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.started_ns = time.perf_counter_ns()
+            self.ready.set()
+
+    def answered(self, client: int, began_ns: int, ended_ns: int) -> None:
+        spec = self.spec
+        self.tally.completed += 1
+        if self.opens_ns is None:
+            self.warm.add(client)
+            if len(self.warm) == spec.concurrency:
+                self.opens_ns = max(ended_ns, self.started_ns + int(spec.warmup_seconds * 1e9))
+            elif ended_ns - self.started_ns > (spec.warmup_seconds + spec.max_seconds) * 1e9:
+                self._close(ended_ns)  # some client never got an answer: give up
+            return
+        if ended_ns < self.opens_ns:
+            return
+        self.tally.done_ns.append(ended_ns)
+        self.tally.latencies_ns.append(ended_ns - began_ns)
+        elapsed = ended_ns - self.opens_ns
+        counted = len(self.tally.done_ns)
+        if (
+            (elapsed >= spec.seconds * 1e9 and counted >= spec.min_requests)
+            or elapsed >= spec.max_seconds * 1e9
+            or (spec.max_requests and counted >= spec.max_requests)
+        ):
+            self._close(ended_ns)
+
+    def _close(self, ended_ns: int) -> None:
+        if not self.stop.is_set():
+            self.closed_ns = ended_ns
+            self.stop.set()
+
+
+async def _client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
+    conn = await Connection(spec.host, spec.port).open()
+    try:
+        if spec.stateless:
+            path = f"/v1/models/{spec.model}/predict"
+        else:
+            session_id = await _new_session(conn, spec, index)
+            tally.session_ids.append(session_id)
+            path = f"/v1/sessions/{session_id}/predict"
+        bodies = chunk_bodies(spec.steps, spec.features, 16, spec.seed * 1000 + index)
+        window.client_ready()
+        await window.ready.wait()
+        sent = 0
+        while not window.stop.is_set():
+            began = time.perf_counter_ns()
+            status, answer = await conn.request("POST", path, bodies[sent % len(bodies)])
+            ended = time.perf_counter_ns()
+            sent += 1
+            if status != 200:
+                tally.errors.append(f"{status} {answer[:200]!r}")
+                if len(tally.errors) > 20:
+                    window._close(ended)
+                continue
+            window.answered(index, began, ended)
+    finally:
+        await conn.close()
+
+
+def _percentile(sorted_values: list[int], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    rank = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[rank] / 1e6
+
+
+async def run(spec: Spec) -> dict[str, Any]:
+    """Answers that arrive inside the window count; requests still in flight when it
+    closes are drained (so the next run starts on an idle server) but not counted."""
+    tally = Tally()
+    window = Window(spec, tally)
+    await asyncio.gather(*(_client(spec, i, window, tally) for i in range(spec.concurrency)))
+    opens = window.opens_ns if window.opens_ns is not None else window.closed_ns
+    seconds = max(1e-9, (window.closed_ns - opens) / 1e9)
+    latencies = sorted(tally.latencies_ns)
+    return {
+        "concurrency": spec.concurrency,
+        "steps": spec.steps,
+        "stateless": spec.stateless,
+        "requests": len(latencies),
+        "seconds": seconds,
+        "throughput": len(latencies) / seconds,
+        "steps_per_second": len(latencies) * spec.steps / seconds,
+        "p50_ms": _percentile(latencies, 0.50),
+        "p90_ms": _percentile(latencies, 0.90),
+        "p99_ms": _percentile(latencies, 0.99),
+        "max_ms": latencies[-1] / 1e6 if latencies else float("nan"),
+        "completed_total": tally.completed,
+        "errors": len(tally.errors),
+        "first_errors": tally.errors[:3],
+        "session_ids": tally.session_ids[:4],
+    }
+
+
+def main() -> None:
+    spec = Spec(**json.loads(sys.argv[1]))
+    print(json.dumps(asyncio.run(run(spec))))
+
+
+if __name__ == "__main__":
+    main()

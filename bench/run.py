@@ -1,0 +1,276 @@
+"""The benchmark: lstm-stream against the floor and the naive approach, in one run.
+
+    python -m bench.run            full run (~6-10 min): tables, bench/results/<date>.{json,md},
+                                   bench/results/throughput.png
+    python -m bench.run --smoke    tiny sizes, nothing written to the repo (CI smoke check)
+    python -m bench.run --plot     redraw the PNG from the newest results JSON
+
+Starts one Redis (`EmbeddedRedis`) and, one at a time, each system as a real server process
+with the same worker count; the load generator runs in its own process (`bench.load`).
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import report
+from bench.systems import REPO, Server, System, baseline, service
+from service.store.embedded import EmbeddedRedis
+
+RESULTS = REPO / "bench" / "results"
+MODEL = "sensor-lstm"
+FEATURES = 16
+RAW_STATE_BYTES = 1024  # two LSTM(64) layers, h and c each, float32
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each scenario measures. A window is at least `seconds` long and holds at
+    least `min_requests` answers, so the naive baseline's few answers still count."""
+
+    concurrency: tuple[int, ...] = (1, 8, 64)
+    chunk_steps: tuple[int, ...] = (10, 100, 1000)
+    chunk_concurrency: int = 1
+    stateless_steps: int = 10_000
+    stateless_requests: int = 5
+    warmup_seconds: float = 2.0
+    seconds: float = 8.0
+    min_requests_per_session: int = 2
+    chunk_warmup_seconds: float = 1.0
+    chunk_seconds: float = 5.0
+    chunk_min_requests: int = 3
+    max_seconds: float = 60.0
+
+
+FULL = Sizes()
+SMOKE = Sizes(
+    concurrency=(1, 8),
+    stateless_steps=1000,
+    stateless_requests=2,
+    warmup_seconds=0.3,
+    seconds=0.7,
+    min_requests_per_session=1,
+    chunk_warmup_seconds=0.2,
+    chunk_seconds=0.5,
+    chunk_min_requests=1,
+    max_seconds=20.0,
+)
+
+
+def load(server: Server, **spec: Any) -> dict[str, Any]:
+    """One load run in its own process; its JSON answer."""
+    spec = {"host": "127.0.0.1", "port": server.port, "model": MODEL, "features": FEATURES, **spec}
+    budget = 2 * spec.get("max_seconds", 60.0) + spec["warmup_seconds"] + 120
+    cpu_before = server.cpu_seconds()
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.load", json.dumps(spec)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=budget,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"load generator failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    # CPU per request is steadier than throughput on a shared machine.
+    cpu = server.cpu_seconds() - cpu_before
+    result["server_cpu_ms_per_request"] = 1000 * cpu / max(1, result["completed_total"])
+    if result["errors"]:
+        raise RuntimeError(
+            f"{server.system.name}: {result['errors']} errors: {result['first_errors']}"
+        )
+    return result
+
+
+def redis_bytes(client: redis.Redis, pattern: str) -> dict[str, float]:
+    """Mean `MEMORY USAGE` (and value length) of the session keys matching `pattern`."""
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    if not keys:
+        return {"sessions": 0, "memory_usage": float("nan"), "value_bytes": float("nan")}
+    usage = [client.memory_usage(key, samples=0) for key in keys]
+    lengths = [client.strlen(key) for key in keys]
+    return {
+        "sessions": len(keys),
+        "memory_usage": sum(usage) / len(usage),
+        "value_bytes": sum(lengths) / len(lengths),
+    }
+
+
+def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool) -> dict[str, Any]:
+    name = server.system.name
+    out: dict[str, Any] = {"label": server.system.label, "startup_seconds": server.startup_seconds}
+    out["sweep"] = []
+    for concurrency in sizes.concurrency:
+        result = load(
+            server,
+            concurrency=concurrency,
+            steps=1,
+            warmup_seconds=sizes.warmup_seconds,
+            seconds=sizes.seconds,
+            min_requests=sizes.min_requests_per_session * concurrency,
+            max_seconds=sizes.max_seconds,
+            session_prefix=f"{name}-c{concurrency}",
+        )
+        report.progress(name, f"1-step chunks, {concurrency} sessions", result)
+        out["sweep"].append(result)
+    largest = max(sizes.concurrency)
+    out["redis"] = redis_bytes(client, f"lstm:session:_:{name}-c{largest}-*")
+    if not sweep_only:
+        out["chunks"] = []
+        for steps in sizes.chunk_steps:
+            result = load(
+                server,
+                concurrency=sizes.chunk_concurrency,
+                steps=steps,
+                warmup_seconds=sizes.chunk_warmup_seconds,
+                seconds=sizes.chunk_seconds,
+                min_requests=sizes.chunk_min_requests,
+                max_seconds=sizes.max_seconds,
+                session_prefix=f"{name}-t{steps}",
+            )
+            report.progress(name, f"{steps}-step chunks", result)
+            out["chunks"].append(result)
+        out["stateless"] = load(
+            server,
+            concurrency=1,
+            steps=sizes.stateless_steps,
+            stateless=True,
+            warmup_seconds=0.0,
+            seconds=0.0,
+            min_requests=sizes.stateless_requests,
+            max_requests=sizes.stateless_requests,
+            max_seconds=sizes.max_seconds,
+        )
+        report.progress(name, f"stateless predict of {sizes.stateless_steps}", out["stateless"])
+    out["workers"] = server.memory_mb()
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                cpu = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    import numpy
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "kernel": platform.release(),
+        "load_average_at_start": os.getloadavg()[0],
+    }
+
+
+def run(systems: list[System], sizes: Sizes, workers: int, log_dir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
+        "machine": machine(),
+        "model": MODEL,
+        "raw_state_bytes": RAW_STATE_BYTES,
+        "workers": workers,
+        "sizes": asdict(sizes),
+        "systems": {},
+    }
+    began = time.monotonic()
+    with EmbeddedRedis(log_dir / "redis") as embedded:
+        client = redis.Redis.from_url(embedded.url)
+        try:
+            for system in systems:
+                client.flushall()
+                log_path = log_dir / f"{system.name}.log"
+                with Server(system, embedded.url, workers, log_path) as server:
+                    report.note(
+                        f"{system.name}: up in {server.startup_seconds:.1f}s on {server.url}"
+                    )
+                    sweep_only = system.name == "service-no-batch"
+                    results["systems"][system.name] = measure(server, client, sizes, sweep_only)
+        finally:
+            client.close()
+    results["machine"]["load_average_at_end"] = os.getloadavg()[0]
+    results["seconds"] = time.monotonic() - began
+    results["ratios"] = report.ratios(results)
+    return results
+
+
+def newest_results() -> Path:
+    found = sorted(RESULTS.glob("*.json"))
+    if not found:
+        raise SystemExit(f"no results in {RESULTS}: run `python -m bench.run` first")
+    return found[-1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes; writes nothing")
+    parser.add_argument(
+        "--plot",
+        nargs="?",
+        const="",
+        metavar="RESULTS_JSON",
+        help="only redraw the plot (from the newest results by default)",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="workers for every system")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["service", "service-no-batch", "floor", "naive"],
+        help="run only these systems",
+    )
+    parser.add_argument("--seconds", type=float, help="measured seconds per concurrency level")
+    parser.add_argument(
+        "--out", type=Path, help="results folder (default bench/results; with --smoke: none)"
+    )
+    args = parser.parse_args(argv)
+
+    if args.plot is not None:
+        source = Path(args.plot) if args.plot else newest_results()
+        target = report.plot(json.loads(source.read_text()), RESULTS / "throughput.png")
+        print(f"wrote {target}")
+        return
+
+    sizes = SMOKE if args.smoke else FULL
+    if args.seconds:
+        sizes = replace(sizes, seconds=args.seconds)
+    systems = [service(True), service(False), baseline("floor"), baseline("naive")]
+    if args.only:
+        systems = [s for s in systems if s.name in args.only]
+    with tempfile.TemporaryDirectory(prefix="lstm-bench-") as tmp:
+        try:
+            results = run(systems, sizes, args.workers, Path(tmp))
+        except Exception:
+            for log in sorted(Path(tmp).glob("*.log")):
+                print(f"--- {log.name} (last lines)", file=sys.stderr)
+                print(
+                    "\n".join(log.read_text(errors="replace").splitlines()[-30:]), file=sys.stderr
+                )
+            raise
+    print(report.tables(results))
+    out = args.out or (None if args.smoke else RESULTS)
+    if out is not None:
+        stem = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+        for path in report.write(results, out, stem):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -22,9 +22,13 @@ async def get_models(request: Request) -> ModelRegistry:
     return models
 
 
-async def get_namespace(request: Request) -> str:
+def namespace_of(request: Request) -> str:
     """Sessions are namespaced by the caller's API key (set by the auth middleware)."""
     return getattr(request.state, "namespace", DEFAULT_NAMESPACE)
+
+
+async def get_namespace(request: Request) -> str:
+    return namespace_of(request)
 
 
 Sessions = Annotated[SessionService, Depends(get_sessions)]

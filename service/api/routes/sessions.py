@@ -1,11 +1,12 @@
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import errors
 from service.api import present
-from service.api.deps import Namespace, SessionId, Sessions
+from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunkRequest, ChunkResponse, SessionInfo
+from service.core.sessions import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -40,9 +41,12 @@ async def get_session(
     ),
 )
 async def predict_chunk(
-    session_id: SessionId, body: ChunkRequest, sessions: Sessions, namespace: Namespace
+    session_id: SessionId, body: ChunkRequest, request: Request
 ) -> JSONResponse:
-    result = await sessions.predict(namespace, session_id, body.inputs, body.offset)
+    # The hot path reads the service and namespace off the request itself: FastAPI's
+    # dependency solving for them costs ~40 us, a few percent of a 1-step chunk.
+    sessions: SessionService = request.app.state.sessions
+    result = await sessions.predict(namespace_of(request), session_id, body.inputs, body.offset)
     return JSONResponse(present.chunk_result(session_id, result))
 
 

@@ -62,9 +62,7 @@ def test_batching_sessions_changes_no_bit(model):
 
 def test_state_layout_is_declared_layer_order(model):
     runner = build_runner(model)
-    per_layer = [
-        layer.units * len(layer.state_names) for layer in runner.recurrent_layers
-    ]
+    per_layer = [layer.units * len(layer.state_names) for layer in runner.recurrent_layers]
     assert sum(per_layer) == runner.state_size
     assert runner.state_bytes == 4 * runner.state_size
 
@@ -73,7 +71,11 @@ def _activation_names() -> list[str]:
     names = []
     for name in sorted(keras.activations.__dict__):
         fn = getattr(keras.activations, name)
-        if callable(fn) and not name.startswith("_") and name not in ("get", "serialize", "deserialize"):
+        if (
+            callable(fn)
+            and not name.startswith("_")
+            and name not in ("get", "serialize", "deserialize")
+        ):
             names.append(name)
     return names
 
@@ -143,9 +145,7 @@ def test_layers_that_mix_timesteps_are_refused_by_name(layer):
 
 
 def test_recurrent_after_last_step_layer_is_refused():
-    message = _refused(
-        [keras.layers.LSTM(3), keras.layers.RepeatVector(2), keras.layers.LSTM(2)]
-    )
+    message = _refused([keras.layers.LSTM(3), keras.layers.RepeatVector(2), keras.layers.LSTM(2)])
     assert "RepeatVector" in message
 
 
@@ -165,5 +165,5 @@ def test_branching_functional_model_is_refused():
 def test_probe_tolerance_refuses_a_model_that_differs_from_keras(tmp_path):
     TEST_MODELS["gru-lstm-dense"]().save(tmp_path / "m.keras")
     assert load_model(tmp_path / "m.keras").probe_max_error <= 1e-5
-    with pytest.raises(ModelNotStreamable, match="differs from Keras model.predict"):
+    with pytest.raises(ModelNotStreamable, match=r"differs from Keras model\.predict"):
         load_model(tmp_path / "m.keras", tolerance=1e-15)

@@ -3,6 +3,7 @@ a streamed body over the limit, and the per-key session limit under concurrent c
 
 import json
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -40,6 +41,10 @@ def test_one_json_access_line_per_request_and_no_uvicorn_access_log(limited):
         )
         assert response.status_code == 200
         assert response.headers["x-request-id"] == request_id
+    # A line is written just after its response is sent: give the last one a moment.
+    deadline = time.monotonic() + 10
+    while ids[-1] not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
     lines = log.read_text().splitlines()
     for request_id in ids:
         mine = [line for line in lines if request_id in line]
@@ -106,8 +111,14 @@ def test_metrics_sum_over_worker_processes(two_workers):
             f"{url}/v1/models/seed-lstm/predict", json=chunk, headers={**close, **RACE_AUTH}
         )
         assert response.status_code == 200
-    scrapes = [httpx.get(f"{url}/metrics", headers=close).text for _ in range(6)]
     predict = {"method": "POST", "route": "/v1/models/{model}/predict", "status": "200"}
+    # A request is counted just after its response is sent: let the last one land.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if value(httpx.get(f"{url}/metrics").text, "lstm_http_requests_total", **predict) >= 40:
+            break
+        time.sleep(0.05)
+    scrapes = [httpx.get(f"{url}/metrics", headers=close).text for _ in range(6)]
     for text in scrapes:
         assert (
             value(text, "lstm_timesteps_total", model="seed-lstm")

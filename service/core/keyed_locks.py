@@ -31,7 +31,7 @@ class KeyedLocks:
             acquired: bool
             try:
                 acquired = await asyncio.wait_for(lock.acquire(), self.patience)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 acquired = False
             try:
                 yield acquired

@@ -183,7 +183,7 @@ def machine() -> dict[str, Any]:
 def run(systems: list[System], sizes: Sizes, workers: int, log_dir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
+        "command": ("python -m bench.run " + shlex.join(sys.argv[1:])).strip(),
         "machine": machine(),
         "model": MODEL,
         "raw_state_bytes": RAW_STATE_BYTES,

@@ -62,9 +62,7 @@ async def stream_all(app: Any, streams: list[tuple[str, np.ndarray, list[int]]])
 
 
 @pytest.mark.parametrize("micro_batch", [True, False])
-def test_concurrent_sessions_match_the_stateless_predict_bit_for_bit(
-    settings, client, micro_batch
-):
+def test_concurrent_sessions_match_the_stateless_predict_bit_for_bit(settings, client, micro_batch):
     rng = np.random.default_rng(31)
     streams = []
     for model, features in MODELS.items():

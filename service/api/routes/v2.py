@@ -95,7 +95,7 @@ INFER_BODY = {
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
 
 
-def get_sequences(sessions: Sessions) -> SequenceService:
+async def get_sequences(sessions: Sessions) -> SequenceService:
     return SequenceService(sessions)
 
 

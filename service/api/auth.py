@@ -2,12 +2,11 @@
 
 import hashlib
 import hmac
-import json
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.observe import note_error
+from service.api.errors import send_error
 from service.errors import Unauthorized
 from service.settings import Settings
 
@@ -85,28 +84,9 @@ class ApiKeyAuth:
         token = _bearer_token(scope)
         namespace = self.keys.namespace_for(token) if token is not None else None
         if namespace is None:
-            note_error(scope, Unauthorized.code)
-            await self._reject(scope, send)
+            await send_error(
+                scope, send, Unauthorized(MESSAGE), ((b"www-authenticate", CHALLENGE),)
+            )
             return
         scope.setdefault("state", {})["namespace"] = namespace
         await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _reject(scope: Scope, send: Send) -> None:
-        if scope["path"].startswith("/v2"):
-            payload: dict[str, object] = {"error": MESSAGE}  # the Open Inference Protocol's shape
-        else:
-            payload = {"error": {"code": Unauthorized.code, "message": MESSAGE}}
-        body = json.dumps(payload).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": Unauthorized.status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", CHALLENGE),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

@@ -1,5 +1,6 @@
 """The one place that turns failures into `{"error": {"code", "message", ...}}` bodies."""
 
+import json
 import logging
 from typing import Any
 
@@ -7,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope, Send
 
 from service import errors
 from service.api.observe import allowed_methods, note_error
@@ -34,6 +36,36 @@ _EXAMPLE_MESSAGES: dict[type[errors.ServiceError], str] = {
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **details}}
+
+
+async def send_error(
+    scope: Scope,
+    send: Send,
+    error: errors.ServiceError,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """Answer from ASGI middleware, before routing: the native error body, or the Open
+    Inference Protocol's bare message under /v2; recorded for metrics and the access log."""
+    note_error(scope, error.code)
+    if scope["path"].startswith("/v2"):
+        payload: dict[str, Any] = {"error": error.message}
+    else:
+        payload = error_body(error.code, error.message, **error.details)
+    body = json.dumps(payload).encode()
+    extra = [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *extra,
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def responses(*kinds: type[errors.ServiceError]) -> dict[int | str, dict[str, Any]]:

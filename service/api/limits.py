@@ -1,11 +1,9 @@
 """Request body size limit, enforced before the body is parsed."""
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.observe import note_error
+from service.api.errors import send_error
 from service.errors import PayloadTooLarge
 
 
@@ -25,8 +23,8 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            note_error(scope, PayloadTooLarge.code)
-            await self._reject(send, v2=scope["path"].startswith("/v2"))
+            error = PayloadTooLarge(self._message(), max_bytes=self.max_bytes)
+            await send_error(scope, send, error)
             return
         received = 0
 
@@ -42,23 +40,3 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, limited_receive, send)
-
-    async def _reject(self, send: Send, v2: bool = False) -> None:
-        error = {
-            "code": PayloadTooLarge.code,
-            "message": self._message(),
-            "max_bytes": self.max_bytes,
-        }
-        # The Open Inference Protocol's errors are a bare message.
-        body = json.dumps({"error": self._message() if v2 else error}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": PayloadTooLarge.status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

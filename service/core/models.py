@@ -18,6 +18,9 @@ from service.errors import ModelNotFound, ModelNotStreamable
 
 log = logging.getLogger(__name__)
 
+# How far the runner may differ from Keras on the probe, as measured by `scaled_error`.
+PROBE_TOLERANCE = 1e-5
+
 
 @dataclass(frozen=True)
 class ServedModel:
@@ -68,6 +71,13 @@ def keras_reference(model: Any, inputs: np.ndarray[Any, Any]) -> np.ndarray[Any,
     return np.asarray(twin.predict(inputs[None], verbose=0)[0], dtype=np.float32)
 
 
+def scaled_error(actual: np.ndarray[Any, Any], expected: np.ndarray[Any, Any]) -> float:
+    """Largest difference relative to the magnitude (absolute below 1): float32 rounding
+    grows with the value, and which last bits differ depends on the CPU's kernels."""
+    scale = np.maximum(1.0, np.abs(expected))
+    return float(np.max(np.abs(actual - expected) / scale))
+
+
 def probe_error(model: Any, runner: StreamingRunner, steps: int) -> float:
     """Largest scaled difference between the runner and Keras on a fixed random sequence."""
     fixed_steps = model.inputs[0].shape[1]
@@ -76,11 +86,12 @@ def probe_error(model: Any, runner: StreamingRunner, steps: int) -> float:
     probe = probe.astype(np.float32)
     expected = keras_reference(model, probe)
     actual, _ = runner.step(probe, runner.initial_state())
-    scale = np.maximum(1.0, np.abs(expected))
-    return float(np.max(np.abs(actual - expected) / scale))
+    return scaled_error(actual, expected)
 
 
-def load_model(path: Path, probe_steps: int = 64, tolerance: float = 1e-5) -> ServedModel:
+def load_model(
+    path: Path, probe_steps: int = 64, tolerance: float = PROBE_TOLERANCE
+) -> ServedModel:
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
@@ -104,7 +115,7 @@ class ModelRegistry:
 
     @classmethod
     def from_directory(
-        cls, directory: Path, probe_steps: int = 64, tolerance: float = 1e-5
+        cls, directory: Path, probe_steps: int = 64, tolerance: float = PROBE_TOLERANCE
     ) -> "ModelRegistry":
         models, refused = [], []
         for path in sorted(Path(directory).glob("*.keras")):

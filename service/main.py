@@ -19,6 +19,7 @@ from service.api.openapi import install_openapi
 from service.api.routes import health, metrics, models, sessions, v2
 from service.core.batcher import MicroBatcher
 from service.core.models import ModelRegistry
+from service.core.sequences import SequenceService
 from service.core.sessions import SessionLimits, SessionService
 from service.settings import Settings
 from service.store.embedded import EmbeddedRedis
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 else None
             ),
         )
+        app.state.sequences = SequenceService(app.state.sessions)
         # TensorFlow and Keras leave ~400k long-lived objects; a full garbage collection
         # walking them stalls every request for 100-300 ms, every few seconds under load.
         # Frozen, they are skipped, and collections only see what requests allocate.

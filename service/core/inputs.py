@@ -1,40 +1,66 @@
-"""Client sequences to float32 arrays, refused with `invalid_input` when malformed."""
+"""Inputs as float32 arrays: JSON rows converted once at the edge, then one check per model."""
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from service.core.models import ServedModel
+
 Floats = np.ndarray[Any, Any]  # float32
+F32 = np.float32
 
 
-def as_sequence(rows: Any, features: int, max_steps: int) -> Floats:
-    """A (T, F) float32 array from a list of T rows of F finite numbers."""
+def as_array(rows: Any) -> Floats:
+    """A (T, F) float32 array from a list of T rows of F numbers (ragged rows refused);
+    values beyond float32 become infinite and `check_chunk` refuses them."""
     if not isinstance(rows, list) or not rows:
-        raise InvalidInput(
-            "inputs must be a non-empty list of timesteps", expected_features=features
-        )
-    if len(rows) > max_steps:
-        raise InvalidInput(
-            f"{len(rows)} timesteps exceed the limit of {max_steps} per call",
-            max_steps=max_steps,
-        )
-    for index, row in enumerate(rows):
-        if not isinstance(row, list) or len(row) != features:
-            got = len(row) if isinstance(row, list) else type(row).__name__
-            raise InvalidInput(
-                f"timestep {index} has {got} values; the model takes {features} features",
-                timestep=index,
-                expected_features=features,
-            )
+        raise InvalidInput("inputs must be a non-empty list of timesteps")
     try:
-        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
-            array = np.array(rows, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"inputs must be numbers: {exc}") from exc
-    if not np.isfinite(array).all():
+        with np.errstate(over="ignore"):
+            array = np.array(rows, dtype=F32)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.ndim != 2:
+        raise _malformed(rows)
+    return array
+
+
+def _malformed(rows: list[Any]) -> InvalidInput:
+    width = len(rows[0]) if isinstance(rows[0], list) else None
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != width:
+            got = len(row) if isinstance(row, list) else type(row).__name__
+            return InvalidInput(
+                f"timestep {index} has {got} values; every timestep needs the same number "
+                "of features",
+                timestep=index,
+            )
+    return InvalidInput("inputs must be numbers")
+
+
+def check_chunk(model: "ServedModel", x: Floats, max_steps: int) -> None:
+    """Refuse a (T, F) chunk or a (B, T, F) batch the model cannot take, before anything
+    is written: wrong features, empty, more than `max_steps` timesteps in all, non-finite."""
+    features = model.runner.input_features
+    if x.ndim not in (2, 3) or x.shape[-1] != features:
+        layout = "[timesteps, features]" if x.ndim == 2 else "[batch, timesteps, features]"
+        raise InvalidInput(
+            f"inputs have shape {list(x.shape)}; model '{model.name}' takes {layout} with "
+            f"{features} features",
+            expected_features=features,
+        )
+    if x.size == 0:
+        raise InvalidInput("inputs must hold at least one sequence of at least one timestep")
+    steps = x.size // features
+    if steps > max_steps:
+        shape = " x ".join(str(n) for n in x.shape[:-1])
+        raise InvalidInput(
+            f"{shape} timesteps exceed the limit of {max_steps} per call", max_steps=max_steps
+        )
+    if not np.isfinite(x).all():
         raise InvalidInput(
             "inputs must be finite: NaN, Infinity and values beyond float32 range are refused"
         )
-    return array

@@ -134,11 +134,18 @@ class ModelRegistry:
             models.append(model)
         return cls(models, refused)
 
-    def get(self, name: str) -> ServedModel:
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        """The model served as `name`; with `version`, only if that is the one served."""
         try:
-            return self._models[name]
+            model = self._models[name]
         except KeyError:
             raise ModelNotFound(f"no model named '{name}' is served", model=name) from None
+        if version is not None and version != model.version:
+            raise ModelNotFound(
+                f"model '{name}' has no version '{version}'; it serves version '{model.version}'",
+                model=name,
+            )
+        return model
 
     def all(self) -> list[ServedModel]:
         return list(self._models.values())

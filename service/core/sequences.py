@@ -1,4 +1,4 @@
-"""Batches and Triton-style sequences (the `/v2` protocol) on the session data plane.
+"""Triton-style sequences (the `/v2` protocol) on the session data plane.
 
 A sequence is a session whose id is derived from the model and the client's sequence id:
 sequences are per model, as in Triton, and integer 7 and string "7" are two different
@@ -6,17 +6,13 @@ sequences. The derived ids start with ':', which native session ids cannot
 (`SESSION_ID_PATTERN`), so a V2 sequence and a `/v1` session never share a key.
 """
 
-import asyncio
 import contextlib
 import json
-import time
 from urllib.parse import quote
 
-import numpy as np
-
-from service.core.inputs import Floats
+from service.core.inputs import Floats, check_chunk
 from service.core.models import ServedModel
-from service.core.sessions import THREAD_OFFLOAD_STEPS, ChunkResult, SessionService
+from service.core.sessions import ChunkResult, SessionService
 from service.errors import (
     InvalidInput,
     ModelVersionMismatch,
@@ -42,49 +38,11 @@ def describe(sequence_id: SequenceId) -> str:
     return json.dumps(sequence_id, ensure_ascii=False)
 
 
-def check_batch(model: ServedModel, x: Floats, max_steps: int) -> None:
-    """Refuse (B, T, F) inputs the model cannot take, before anything is written."""
-    features = model.runner.input_features
-    if x.ndim != 3 or x.shape[2] != features:
-        raise InvalidInput(
-            f"inputs have shape {list(x.shape)}; model '{model.name}' takes "
-            f"[batch, timesteps, {features}]",
-            expected_features=features,
-        )
-    batch, steps = x.shape[0], x.shape[1]
-    if batch == 0 or steps == 0:
-        raise InvalidInput("inputs must hold at least one sequence of at least one timestep")
-    if batch * steps > max_steps:
-        raise InvalidInput(
-            f"{batch} x {steps} timesteps exceed the limit of {max_steps} per call",
-            max_steps=max_steps,
-        )
-    if not np.isfinite(x).all():
-        raise InvalidInput(
-            "inputs must be finite: NaN, Infinity and values beyond float32 range are refused"
-        )
-
-
 class SequenceService:
-    """Stateless batches and sequences that start, continue and end, on `SessionService`."""
+    """Sequences that start, continue and end, on `SessionService`."""
 
     def __init__(self, sessions: SessionService) -> None:
         self.sessions = sessions
-
-    async def infer_batch(self, model: ServedModel, x: Floats) -> Floats:
-        """Every row from zero state; row b equals a one-row call on `x[b]` bit for bit."""
-        check_batch(model, x, self.sessions.limits.max_predict_steps)
-        if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
-            return await asyncio.to_thread(self._run_batch, model, x)
-        return self._run_batch(model, x)
-
-    def _run_batch(self, model: ServedModel, x: Floats) -> Floats:
-        started = time.perf_counter()
-        states = np.tile(model.runner.initial_state(), (x.shape[0], 1))
-        outputs, _ = model.runner.step_batch(x, states)
-        elapsed = time.perf_counter() - started
-        self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], elapsed)
-        return outputs
 
     async def infer(
         self,
@@ -104,13 +62,14 @@ class SequenceService:
                 f"a request with a sequence_id carries one sequence: batch size must be 1, "
                 f"not {x.shape[0]}"
             )
-        check_batch(model, x, self.sessions.limits.max_chunk_steps)
+        # Checked here too, so that a bad chunk with sequence_start resets nothing.
+        check_chunk(model, x, self.sessions.limits.max_chunk_steps)
         session_id = sequence_session_id(model.name, sequence_id)
         name = f"sequence {describe(sequence_id)} of model '{model.name}'"
         try:
             if start:
                 await self._start(namespace, model.name, session_id)
-            result = await self.sessions.predict(namespace, session_id, x[0].tolist(), offset)
+            result = await self.sessions.predict(namespace, session_id, x[0], offset)
         except SessionNotFound:
             raise SessionNotFound(
                 f"{name} was never started or has expired; send sequence_start=true to start it",

@@ -5,12 +5,14 @@ import contextlib
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
+
+import numpy as np
 
 from service.core.batcher import MicroBatcher
-from service.core.inputs import Floats, as_sequence
+from service.core.inputs import Floats, check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ModelRegistry, ServedModel
 from service.core.session_record import SessionRecord, chunk_digest
@@ -38,6 +40,8 @@ BACKOFF_CAP_SECONDS = 0.2
 # wait a writer goes ahead anyway and the CAS arbitrates, so a stuck store holds no queue.
 TURN_PATIENCE_SECONDS = 1.0
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class ChunkResult:
@@ -45,6 +49,16 @@ class ChunkResult:
     offset: int
     outputs: Floats
     replayed: bool
+
+
+@dataclass(frozen=True)
+class Readiness:
+    redis: str  # "ok" or why Redis does not answer
+    models_loaded: int
+
+    @property
+    def ready(self) -> bool:
+        return self.redis == "ok" and self.models_loaded > 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,21 @@ async def run_model(
     return _timed_step(model, x, state, telemetry)
 
 
+async def run_batch(model: ServedModel, x: Floats, telemetry: Telemetry) -> Floats:
+    """Every row of the (B, T, F) batch from zero state."""
+    if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
+        return await asyncio.to_thread(_timed_batch, model, x, telemetry)
+    return _timed_batch(model, x, telemetry)
+
+
+def _timed_batch(model: ServedModel, x: Floats, telemetry: Telemetry) -> Floats:
+    started = time.perf_counter()
+    states = np.tile(model.runner.initial_state(), (x.shape[0], 1))
+    outputs, _ = model.runner.step_batch(x, states)
+    telemetry.model_ran(model.name, x.shape[0] * x.shape[1], time.perf_counter() - started)
+    return outputs
+
+
 def _timed_step(
     model: ServedModel, x: Floats, state: Floats, telemetry: Telemetry
 ) -> tuple[Floats, Floats]:
@@ -121,16 +150,26 @@ class SessionService:
         self._in_flight = 0  # chunk and predict requests in progress in this process
         self._writers = KeyedLocks(TURN_PATIENCE_SECONDS)
 
-    def sequence(self, model: ServedModel, rows: Any, max_steps: int | None = None) -> Floats:
-        limit = max_steps or self.limits.max_chunk_steps
-        return as_sequence(rows, model.runner.input_features, limit)
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        return self.models.get(name, version)
 
-    async def predict_stateless(self, model_name: str, rows: Any) -> tuple[ServedModel, Floats]:
-        model = self.models.get(model_name)
-        x = self.sequence(model, rows, self.limits.max_predict_steps)
+    async def readiness(self) -> Readiness:
+        try:
+            await self.store.ping()
+            redis = "ok"
+        except StoreUnavailable as exc:
+            redis = exc.message
+        return Readiness(redis, len(self.models.all()))
+
+    async def predict_stateless(self, model: ServedModel, x: Floats) -> Floats:
+        """A (T, F) sequence or a (B, T, F) batch from zero state: row b equals a one-row
+        call on `x[b]`, and every chunking of a session, bit for bit."""
+        check_chunk(model, x, self.limits.max_predict_steps)
         with self._counted():
-            outputs, _ = await self._run(model, x, model.runner.initial_state())
-        return model, outputs
+            if x.ndim == 2:
+                outputs, _ = await self._run(model, x, model.runner.initial_state())
+                return outputs
+            return await run_batch(model, x, self.telemetry)
 
     async def _run(self, model: ServedModel, x: Floats, state: Floats) -> tuple[Floats, Floats]:
         # A lone request has nobody to share a batch with: waiting a loop turn for
@@ -219,26 +258,16 @@ class SessionService:
         return model
 
     async def predict(
-        self, namespace: str, session_id: str, rows: Any, offset: int | None = None
+        self, namespace: str, session_id: str, x: Floats, offset: int | None = None
     ) -> ChunkResult:
-        with self._counted():
-            async with self._writers.turn(session_key(namespace, session_id)):
-                return await self._predict(namespace, session_id, rows, offset)
+        """Apply the (T, F) chunk `x` at the session's step, exactly once (see `offset`)."""
 
-    async def _predict(
-        self, namespace: str, session_id: str, rows: Any, offset: int | None
-    ) -> ChunkResult:
-        key = session_key(namespace, session_id)
-        x: Floats | None = None
-        digest = b""
-        for attempt in range(MAX_WRITE_ATTEMPTS):
-            record = await self.get(namespace, session_id)
+        async def advance(record: SessionRecord) -> tuple[SessionRecord | None, ChunkResult]:
             model = self._model_for(record, session_id)
-            if x is None:
-                x = self.sequence(model, rows)
-                digest = chunk_digest(x)
+            check_chunk(model, x, self.limits.max_chunk_steps)
+            digest = chunk_digest(x)
             if offset is not None and offset != record.steps:
-                return self._replay_or_conflict(record, session_id, offset, digest)
+                return None, self._replay_or_conflict(record, session_id, offset, digest)
             outputs, state = await self._run(model, x, record.state)
             updated = record.advanced(
                 steps=record.steps + x.shape[0],
@@ -248,18 +277,10 @@ class SessionService:
                 last_digest=digest,
                 last_outputs=outputs,
             )
-            outcome = await self.store.compare_and_set(
-                key, record.token, updated.encode(), record.ttl_seconds * 1000
-            )
-            if outcome is CasOutcome.APPLIED:
-                return ChunkResult(updated, record.steps, outputs, replayed=False)
-            if outcome is CasOutcome.MISSING:
-                raise _not_found(session_id)
-            await asyncio.sleep(backoff_seconds(attempt))
-        raise SessionBusy(
-            f"session '{session_id}' is being written by other requests; retry",
-            session_id=session_id,
-        )
+            return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
+
+        with self._counted():
+            return await self._write(namespace, session_id, advance)
 
     @staticmethod
     def _replay_or_conflict(
@@ -279,13 +300,7 @@ class SessionService:
         )
 
     async def reset(self, namespace: str, session_id: str) -> SessionRecord:
-        async with self._writers.turn(session_key(namespace, session_id)):
-            return await self._reset(namespace, session_id)
-
-    async def _reset(self, namespace: str, session_id: str) -> SessionRecord:
-        key = session_key(namespace, session_id)
-        for attempt in range(MAX_WRITE_ATTEMPTS):
-            record = await self.get(namespace, session_id)
+        async def restart(record: SessionRecord) -> tuple[SessionRecord, SessionRecord]:
             model = self.models.get(record.model)
             updated = record.advanced(
                 steps=0,
@@ -296,18 +311,42 @@ class SessionService:
                 last_digest=bytes(16),
                 last_outputs=None,
             )
-            outcome = await self.store.compare_and_set(
-                key, record.token, updated.encode(), record.ttl_seconds * 1000
-            )
-            if outcome is CasOutcome.APPLIED:
-                self.telemetry.session_event("reset")
-                return updated
-            if outcome is CasOutcome.MISSING:
-                break
-            await asyncio.sleep(backoff_seconds(attempt))
-        else:
-            raise SessionBusy(f"session '{session_id}' is busy; retry", session_id=session_id)
-        raise _not_found(session_id)
+            return updated, updated
+
+        updated = await self._write(namespace, session_id, restart)
+        self.telemetry.session_event("reset")
+        return updated
+
+    async def _write(
+        self,
+        namespace: str,
+        session_id: str,
+        update: Callable[[SessionRecord], Awaitable[tuple[SessionRecord | None, T]]],
+    ) -> T:
+        """The one compare-and-set loop: read the record, let `update` compute the next one
+        (or answer without writing: None), write it only if nobody else wrote meanwhile."""
+        key = session_key(namespace, session_id)
+        async with self._writers.turn(key):
+            for attempt in range(MAX_WRITE_ATTEMPTS):
+                blob = await self.store.get(key)
+                if blob is None:
+                    raise _not_found(session_id)
+                record = SessionRecord.decode(blob)
+                updated, answer = await update(record)
+                if updated is None:
+                    return answer
+                outcome = await self.store.compare_and_set(
+                    key, record.token, updated.encode(), record.ttl_seconds * 1000
+                )
+                if outcome is CasOutcome.APPLIED:
+                    return answer
+                if outcome is CasOutcome.MISSING:
+                    raise _not_found(session_id)
+                await asyncio.sleep(backoff_seconds(attempt))
+        raise SessionBusy(
+            f"session '{session_id}' is being written by other requests; retry",
+            session_id=session_id,
+        )
 
     async def delete(self, namespace: str, session_id: str) -> None:
         if not await self.store.delete(session_key(namespace, session_id)):

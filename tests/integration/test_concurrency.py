@@ -121,7 +121,7 @@ def test_compare_and_set_alone_holds_32_racing_writers(client, redis_server):
         async def writer(service: SessionService, plan: list[np.ndarray]) -> list:
             acks = []
             for chunk in plan:
-                result = await service.predict("_", session_id, chunk.tolist())
+                result = await service.predict("_", session_id, chunk)
                 acks.append((chunk, result.offset, result.outputs.tolist()))
             return acks
 

@@ -1,14 +1,20 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
-from service.core.inputs import as_sequence
+from service.core.inputs import as_array, check_chunk
 from service.errors import InvalidInput
+
+# check_chunk reads only the model's name and its runner's input width.
+MODEL = SimpleNamespace(name="m", runner=SimpleNamespace(input_features=2))
 
 
 def test_valid_rows_become_float32():
-    array = as_sequence([[1, 2.5], [0, -1e-3]], features=2, max_steps=10)
+    array = as_array([[1, 2.5], [0, -1e-3]])
     assert array.dtype == np.float32 and array.shape == (2, 2)
     assert array[0, 1] == np.float32(2.5)
+    check_chunk(MODEL, array, max_steps=2)
 
 
 @pytest.mark.parametrize(
@@ -16,7 +22,8 @@ def test_valid_rows_become_float32():
     [
         ([], "non-empty"),
         ([[1, 2], [3]], "timestep 1 has 1 values"),
-        ([[1, 2, 3]], "takes 2 features"),
+        ([[1, 2, 3]], "2 features"),
+        ([[]], "2 features"),
         ([[1, 2]] * 11, "exceed the limit of 10"),
         ([[1e39, 0]], "finite"),
         ([[float("nan"), 0]], "finite"),
@@ -27,6 +34,22 @@ def test_valid_rows_become_float32():
 )
 def test_malformed_rows_are_invalid_input_with_a_clear_message(rows, fragment):
     with pytest.raises(InvalidInput) as excinfo:
-        as_sequence(rows, features=2, max_steps=10)
+        check_chunk(MODEL, as_array(rows), max_steps=10)
     assert fragment in excinfo.value.message
     assert excinfo.value.status == 422
+
+
+@pytest.mark.parametrize(
+    ("shape", "fragment"),
+    [
+        ((1, 0, 2), "at least one timestep"),
+        ((0, 3, 2), "at least one timestep"),
+        ((3, 4, 2), "3 x 4 timesteps exceed the limit of 10"),
+        ((1, 2, 3), "[batch, timesteps, features] with 2 features"),
+        ((2,), "2 features"),
+    ],
+)
+def test_batches_are_checked_against_the_total_timesteps(shape, fragment):
+    with pytest.raises(InvalidInput) as excinfo:
+        check_chunk(MODEL, np.zeros(shape, dtype=np.float32), max_steps=10)
+    assert fragment in excinfo.value.message

@@ -1,9 +1,8 @@
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.api.deps import Sessions
 from service.api.schemas import Health, Readiness
-from service.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -19,16 +18,11 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: Redis answers and models are loaded",
     responses={503: {"model": Readiness, "description": "Redis unreachable or no model loaded"}},
 )
-async def readyz(request: Request, sessions: Sessions) -> JSONResponse:
-    checks: dict[str, str] = {}
-    try:
-        await sessions.store.ping()
-        checks["redis"] = "ok"
-    except StoreUnavailable as exc:
-        checks["redis"] = exc.message
-    models = sessions.models.all()
-    checks["models"] = f"{len(models)} loaded" if models else "none loaded"
-    ready = checks["redis"] == "ok" and bool(models)
+async def readyz(sessions: Sessions) -> JSONResponse:
+    readiness = await sessions.readiness()
+    loaded = readiness.models_loaded
+    checks = {"redis": readiness.redis, "models": f"{loaded} loaded" if loaded else "none loaded"}
+    ready = readiness.ready
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status_code=200 if ready else 503,

@@ -15,6 +15,7 @@ from service.api.schemas import (
     PredictResponse,
     SessionInfo,
 )
+from service.core.inputs import as_array
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -47,7 +48,8 @@ async def get_model(model: ModelName, models: Models) -> JSONResponse:
     description="The reference every chunked session stream matches bit for bit.",
 )
 async def predict(model: ModelName, body: PredictRequest, sessions: Sessions) -> JSONResponse:
-    served, outputs = await sessions.predict_stateless(model, body.inputs)
+    served = sessions.model(model)
+    outputs = await sessions.predict_stateless(served, as_array(body.inputs))
     return JSONResponse(
         {"model": served.name, "model_version": served.version, "outputs": outputs.tolist()}
     )

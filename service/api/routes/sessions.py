@@ -6,6 +6,7 @@ from service.api import present
 from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunkRequest, ChunkResponse, SessionInfo
+from service.core.inputs import as_array
 from service.core.sessions import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -46,7 +47,8 @@ async def predict_chunk(
     # The hot path reads the service and namespace off the request itself: FastAPI's
     # dependency solving for them costs ~40 us, a few percent of a 1-step chunk.
     sessions: SessionService = request.app.state.sessions
-    result = await sessions.predict(namespace_of(request), session_id, body.inputs, body.offset)
+    x = as_array(body.inputs)
+    result = await sessions.predict(namespace_of(request), session_id, x, body.offset)
     return JSONResponse(present.chunk_result(session_id, result))
 
 

@@ -16,9 +16,9 @@ from service.api.deps import ModelName, Models, Namespace, Sessions
 from service.api.observe import note_error
 from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
 from service.api.v2_codec import encode_response as encode
-from service.core.models import ModelRegistry, ServedModel
+from service.core.models import ServedModel
 from service.core.sequences import SequenceService
-from service.errors import InvalidInput, ModelNotFound, ServiceError, StoreUnavailable
+from service.errors import InvalidInput, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +95,12 @@ INFER_BODY = {
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
 
 
-async def get_sequences(sessions: Sessions) -> SequenceService:
-    return SequenceService(sessions)
+async def get_sequences(request: Request) -> SequenceService:
+    sequences: SequenceService = request.app.state.sequences
+    return sequences
 
 
 Sequences = Annotated[SequenceService, Depends(get_sequences)]
-
-
-def served(models: ModelRegistry, name: str, version: str | None = None) -> ServedModel:
-    model = models.get(name)
-    if version is not None and version != model.version:
-        raise ModelNotFound(
-            f"model '{name}' has no version '{version}'; it serves version '{model.version}'",
-            model=name,
-        )
-    return model
 
 
 def input_spec(model: ServedModel) -> TensorSpec:
@@ -146,33 +137,32 @@ async def live() -> dict[str, bool]:
 
 @router.get("/health/ready", summary="Readiness: Redis answers, models loaded", responses=ERRORS)
 async def ready(sessions: Sessions) -> Response:
-    try:
-        await sessions.store.ping()
-    except StoreUnavailable as exc:
-        return JSONResponse({"error": f"not ready: {exc.message}"}, 503, exc.headers)
-    if not sessions.models.all():
+    readiness = await sessions.readiness()
+    if readiness.redis != "ok":
+        return JSONResponse({"error": f"not ready: {readiness.redis}"}, 503, {"Retry-After": "1"})
+    if not readiness.ready:
         return JSONResponse({"error": "not ready: no model is loaded"}, 503, {"Retry-After": "1"})
     return JSONResponse({"ready": True})
 
 
 @router.get("/models/{model}", summary="Model metadata", responses=ERRORS)
 async def model_metadata(model: ModelName, models: Models) -> dict[str, Any]:
-    return metadata(served(models, model))
+    return metadata(models.get(model))
 
 
 @router.get("/models/{model}/versions/{version}", summary="Model metadata", responses=ERRORS)
 async def model_version_metadata(model: ModelName, version: str, models: Models) -> dict[str, Any]:
-    return metadata(served(models, model, version))
+    return metadata(models.get(model, version))
 
 
 @router.get("/models/{model}/ready", summary="Model readiness", responses=ERRORS)
 async def model_ready(model: ModelName, models: Models) -> dict[str, Any]:
-    return {"name": served(models, model).name, "ready": True}
+    return {"name": models.get(model).name, "ready": True}
 
 
 @router.get("/models/{model}/versions/{version}/ready", summary="Model readiness", responses=ERRORS)
 async def model_version_ready(model: ModelName, version: str, models: Models) -> dict[str, Any]:
-    return {"name": served(models, model, version).name, "ready": True}
+    return {"name": models.get(model, version).name, "ready": True}
 
 
 async def infer(
@@ -186,7 +176,7 @@ async def infer(
     if call.id is not None:
         header["id"] = call.id
     if call.sequence_id is None:
-        outputs = await sequences.infer_batch(model, call.inputs)
+        outputs = await sequences.sessions.predict_stateless(model, call.inputs)
     else:
         result = await sequences.infer(
             namespace,
@@ -214,7 +204,7 @@ async def infer(
 async def model_infer(
     request: Request, model: ModelName, models: Models, sequences: Sequences, namespace: Namespace
 ) -> Response:
-    return await infer(request, served(models, model), sequences, namespace)
+    return await infer(request, models.get(model), sequences, namespace)
 
 
 @router.post(
@@ -231,7 +221,7 @@ async def model_version_infer(
     sequences: Sequences,
     namespace: Namespace,
 ) -> Response:
-    return await infer(request, served(models, model, version), sequences, namespace)
+    return await infer(request, models.get(model, version), sequences, namespace)
 
 
 @router.api_route(

@@ -1,4 +1,7 @@
-from typing import Any
+"""Domain errors: each carries its HTTP status and stable code, and formats its own message
+from its arguments, so raise sites and the documentation's examples agree."""
+
+from typing import Any, Self
 
 
 class ServiceError(Exception):
@@ -16,45 +19,185 @@ class ServiceError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    @classmethod
+    def example(cls) -> Self:
+        """An instance as the documentation shows it."""
+        return cls("internal server error")
+
 
 class ModelNotFound(ServiceError):
     status, code = 404, "model_not_found"
+
+    def __init__(self, name: str, version: str | None = None, served: str | None = None) -> None:
+        if version is None:
+            super().__init__(f"no model named '{name}' is served", model=name)
+        else:
+            super().__init__(
+                f"model '{name}' has no version '{version}'; it serves version '{served}'",
+                model=name,
+            )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("nope")
 
 
 class SessionNotFound(ServiceError):
     status, code = 404, "session_not_found"
 
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session '{session_id}' does not exist or has expired", session_id=session_id
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("abc")
+
+
+class SequenceNotFound(SessionNotFound):
+    def __init__(self, name: str, sequence_id: int | str) -> None:
+        ServiceError.__init__(
+            self,
+            f"{name} was never started or has expired; send sequence_start=true to start it",
+            sequence_id=sequence_id,
+        )
+
 
 class SessionExists(ServiceError):
     status, code = 409, "session_exists"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session '{session_id}' already exists", session_id=session_id)
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("abc")
 
 
 class OffsetConflict(ServiceError):
     status, code = 409, "offset_conflict"
 
+    def __init__(self, offset: int, steps: int, session: str = "") -> None:
+        name = session or "the session"
+        super().__init__(
+            f"chunk offset {offset} does not match {name}, which is at step {steps}",
+            steps=steps,
+            offset=offset,
+        )
+
+    @classmethod
+    def for_session(cls, offset: int, steps: int, session_id: str) -> Self:
+        return cls(offset, steps, f"session '{session_id}'")
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls.for_session(2, 4, "abc")
+
+
+class SequenceOffsetConflict(OffsetConflict):
+    def __init__(self, offset: int | None, steps: int, name: str) -> None:
+        ServiceError.__init__(
+            self,
+            f"sequence_offset {offset} does not match {name}, which is at step {steps}",
+            steps=steps,
+            offset=offset,
+        )
+
 
 class SessionBusy(ServiceError):
     status, code = 409, "session_busy"
+
+    def __init__(self, name: str, **details: Any) -> None:
+        super().__init__(f"{name} is being written by other requests; retry", **details)
+
+    @classmethod
+    def for_session(cls, session_id: str) -> Self:
+        return cls(f"session '{session_id}'", session_id=session_id)
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls.for_session("abc")
 
 
 class ModelVersionMismatch(ServiceError):
     status, code = 409, "model_version_mismatch"
 
+    def __init__(
+        self, session_id: str, model: str, session_version: str, served_version: str
+    ) -> None:
+        super().__init__(
+            f"session '{session_id}' was started on version {session_version} of '{model}', "
+            f"which now serves {served_version}; reset the session to continue on the new "
+            "version",
+            session_version=session_version,
+            served_version=served_version,
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("abc", "seed-lstm", "1f140261b48b4a70", "9bfb46ea3c6aa186")
+
+
+class SequenceVersionMismatch(ModelVersionMismatch):
+    def __init__(self, name: str, **details: Any) -> None:
+        ServiceError.__init__(
+            self,
+            f"{name} was started on another version of the model; send "
+            "sequence_start=true to restart it on the served version",
+            **details,
+        )
+
 
 class InvalidInput(ServiceError):
+    """Free-form: what is wrong with the input varies too much for one template."""
+
     status, code = 422, "invalid_input"
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(
+            "inputs have shape [1, 3]; model 'seed-lstm' takes [timesteps, features] "
+            "with 2 features",
+            expected_features=2,
+        )
 
 
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 
+    def __init__(self, max_bytes: int, when: str = "") -> None:
+        super().__init__(f"request body exceeds {max_bytes} bytes{when}", max_bytes=max_bytes)
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(16_777_216)
+
 
 class Unauthorized(ServiceError):
     status, code = 401, "unauthorized"
 
+    def __init__(self) -> None:
+        super().__init__("missing or unknown API key: send Authorization: Bearer <key>")
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
+
 
 class TooManySessions(ServiceError):
     status, code = 429, "too_many_sessions"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this API key already holds {limit} live sessions; delete some or let them "
+            "expire before creating more",
+            limit=limit,
+        )
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(10_000)
 
 
 class StoreUnavailable(ServiceError):
@@ -64,6 +207,10 @@ class StoreUnavailable(ServiceError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_seconds)}
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls("the session store is unreachable: Timeout reading from socket")
 
 
 class CorruptState(ServiceError):

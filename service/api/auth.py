@@ -14,7 +14,6 @@ PROTECTED_PREFIXES = ("/v1/", "/v2/")
 PROTECTED_PATHS = frozenset({"/v1", "/v2"})
 OPEN_PREFIXES = ("/v2/health/",)
 CHALLENGE = b'Bearer realm="lstm-stream"'
-MESSAGE = "missing or unknown API key: send Authorization: Bearer <key>"
 
 
 def load_api_keys(settings: Settings) -> list[str]:
@@ -84,9 +83,7 @@ class ApiKeyAuth:
         token = _bearer_token(scope)
         namespace = self.keys.namespace_for(token) if token is not None else None
         if namespace is None:
-            await send_error(
-                scope, send, Unauthorized(MESSAGE), ((b"www-authenticate", CHALLENGE),)
-            )
+            await send_error(scope, send, Unauthorized(), ((b"www-authenticate", CHALLENGE),))
             return
         scope.setdefault("state", {})["namespace"] = namespace
         await self.app(scope, receive, send)

@@ -1,4 +1,5 @@
-"""The one place that turns failures into `{"error": {"code", "message", ...}}` bodies."""
+"""The one place that turns failures into error responses: `{"error": {"code", "message",
+...}}` natively, or the Open Inference Protocol's `{"error": "message"}` under `/v2`."""
 
 import json
 import logging
@@ -12,30 +13,41 @@ from starlette.types import Scope, Send
 
 from service import errors
 from service.api.observe import allowed_methods, note_error
-from service.api.schemas import ErrorBody, error_example
+from service.api.schemas import ErrorBody, error_body
 
 log = logging.getLogger(__name__)
 
+V2_PREFIX = "/v2"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-
-_EXAMPLE_MESSAGES: dict[type[errors.ServiceError], str] = {
-    errors.ModelNotFound: "no model named 'nope' is served",
-    errors.SessionNotFound: "session 'abc' does not exist or has expired",
-    errors.SessionExists: "session 'abc' already exists",
-    errors.OffsetConflict: "chunk offset 2 does not match session 'abc', which is at step 4",
-    errors.SessionBusy: "session 'abc' is being written by other requests; retry",
-    errors.ModelVersionMismatch: "session 'abc' was started on another version of 'seed-lstm'",
-    errors.InvalidInput: "timestep 0 has 3 values; the model takes 2 features",
-    errors.PayloadTooLarge: "request body exceeds 16777216 bytes",
-    errors.Unauthorized: "missing or unknown API key",
-    errors.TooManySessions: "this API key already holds 10000 live sessions; delete some or "
-    "let them expire before creating more",
-    errors.StoreUnavailable: "the session store is unreachable",
-}
+# V2 clients treat any 4xx as "bad request"; a missing sequence is the client's mistake.
+_V2_STATUS = {"invalid_input": 400, "session_not_found": 400, "model_version_mismatch": 400}
 
 
-def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **details}}
+def is_v2(path: str) -> bool:
+    """Whether `path` speaks the Open Inference Protocol (its own error shape)."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def _shaped(
+    scope: Scope, status: int, code: str, message: str, details: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    note_error(scope, code)
+    if is_v2(scope["path"]):
+        return _V2_STATUS.get(code, status), {"error": message}
+    return status, error_body(code, message, **details)
+
+
+def render(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """The error response for `request`, in its API's shape; recorded for metrics and logs."""
+    status, payload = _shaped(request.scope, status, code, message, details or {})
+    return JSONResponse(payload, status_code=status, headers=headers)
 
 
 async def send_error(
@@ -44,19 +56,14 @@ async def send_error(
     error: errors.ServiceError,
     headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> None:
-    """Answer from ASGI middleware, before routing: the native error body, or the Open
-    Inference Protocol's bare message under /v2; recorded for metrics and the access log."""
-    note_error(scope, error.code)
-    if scope["path"].startswith("/v2"):
-        payload: dict[str, Any] = {"error": error.message}
-    else:
-        payload = error_body(error.code, error.message, **error.details)
+    """`render` for ASGI middleware, which answers before routing."""
+    status, payload = _shaped(scope, error.status, error.code, error.message, error.details)
     body = json.dumps(payload).encode()
     extra = [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
     await send(
         {
             "type": "http.response.start",
-            "status": error.status,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -76,10 +83,12 @@ def responses(*kinds: type[errors.ServiceError]) -> dict[int | str, dict[str, An
         by_status.setdefault(kind.status, []).append(kind)
     out: dict[int | str, dict[str, Any]] = {}
     for status, group in sorted(by_status.items()):
-        examples = {
-            kind.code: {"value": error_example(kind.code, _EXAMPLE_MESSAGES.get(kind, kind.code))}
-            for kind in group
-        }
+        examples = {}
+        for kind in group:
+            example = kind.example()
+            examples[kind.code] = {
+                "value": error_body(example.code, example.message, **example.details)
+            }
         out[status] = {
             "model": ErrorBody,
             "description": ", ".join(f"`{kind.code}`" for kind in group),
@@ -97,18 +106,14 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """One handler per exception type, for every route of both APIs."""
+
     @app.exception_handler(errors.ServiceError)
     async def service_error(request: Request, exc: errors.ServiceError) -> JSONResponse:
-        note_error(request.scope, exc.code)
-        return JSONResponse(
-            error_body(exc.code, exc.message, **exc.details),
-            status_code=exc.status,
-            headers=exc.headers,
-        )
+        return render(request, exc.status, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        note_error(request.scope, errors.InvalidInput.code)
         details = _validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
             message = "request body is not valid JSON"
@@ -116,31 +121,23 @@ def install_error_handlers(app: FastAPI) -> None:
             first = details[0] if details else {"loc": [], "msg": "invalid request"}
             where = ".".join(str(part) for part in first["loc"] if part != "body")
             message = f"{where}: {first['msg']}" if where else str(first["msg"])
-        return JSONResponse(
-            error_body(errors.InvalidInput.code, message, errors=details),
-            status_code=errors.InvalidInput.status,
-        )
+        invalid = errors.InvalidInput
+        return render(request, invalid.status, invalid.code, message, {"errors": details})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # FastAPI's answer to a body it cannot decode (not UTF-8): bad input like any other.
-            note_error(request.scope, errors.InvalidInput.code)
-            return JSONResponse(
-                error_body(errors.InvalidInput.code, "request body is not valid JSON"),
-                status_code=errors.InvalidInput.status,
-            )
+            invalid = errors.InvalidInput
+            return render(request, invalid.status, invalid.code, "request body is not valid JSON")
         code = _HTTP_CODES.get(exc.status_code, "http_error")
-        note_error(request.scope, code)
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
             allowed = allowed_methods(request.app, request.scope["path"])
             headers = {**(headers or {}), "Allow": ", ".join(allowed)} if allowed else headers
-        return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
-        )
+        return render(request, exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
+        return render(request, 500, "internal_error", "internal server error")

@@ -14,17 +14,13 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _message(self) -> str:
-        return f"request body exceeds {self.max_bytes} bytes"
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            error = PayloadTooLarge(self._message(), max_bytes=self.max_bytes)
-            await send_error(scope, send, error)
+            await send_error(scope, send, PayloadTooLarge(self.max_bytes))
             return
         received = 0
 
@@ -36,7 +32,8 @@ class BodySizeLimit:
                 if received > self.max_bytes:
                     # An HTTPException passes through FastAPI's body reading unchanged
                     # and reaches the error handler, which names it payload_too_large.
-                    raise HTTPException(PayloadTooLarge.status, self._message())
+                    too_large = PayloadTooLarge(self.max_bytes)
+                    raise HTTPException(too_large.status, too_large.message)
             return message
 
         await self.app(scope, limited_receive, send)

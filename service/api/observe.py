@@ -22,7 +22,8 @@ REQUEST_ID_HEADER = b"x-request-id"
 # A client's request id is kept when it is short and plain; otherwise one is generated.
 _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 UNMATCHED = "<unmatched>"
-_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+# The operations an OpenAPI path item can hold.
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 CLIENT_GONE = 499
 # Path parameters worth a field of their own in the access log.
 _LOGGED_PARAMS = ("session_id", "model")
@@ -69,7 +70,7 @@ def allowed_methods(app: FastAPI, path: str) -> list[str]:
     methods: set[str] = set()
     for template, item in app.openapi().get("paths", {}).items():
         if compile_path(template)[0].match(path):
-            methods.update(method.upper() for method in item if method in _METHODS)
+            methods.update(method.upper() for method in item if method in HTTP_METHODS)
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)

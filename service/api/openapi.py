@@ -11,7 +11,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.api.auth import is_protected
-from service.api.errors import responses
+from service.api.errors import is_v2, responses
+from service.api.observe import HTTP_METHODS
 from service.errors import InvalidInput, Unauthorized
 
 SCHEME = "apiKey"
@@ -21,7 +22,6 @@ _V2_ERROR = {
     "properties": {"error": {"type": "string"}},
     "required": ["error"],
 }
-_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 
 def _error_response(kind: type[InvalidInput] | type[Unauthorized]) -> dict[str, Any]:
@@ -44,11 +44,11 @@ def _declares_fastapi_422(operation: dict[str, Any]) -> bool:
 
 def _fix_validation_errors(document: dict[str, Any]) -> None:
     for path, item in document.get("paths", {}).items():
-        for method in _METHODS:
+        for method in HTTP_METHODS:
             operation = item.get(method)
             if operation is None or not _declares_fastapi_422(operation):
                 continue
-            if path.startswith("/v2"):
+            if is_v2(path):
                 del operation["responses"]["422"]  # V2 routes answer 400 instead
             else:
                 operation["responses"]["422"] = _error_response(InvalidInput)
@@ -69,12 +69,12 @@ def _add_security(document: dict[str, Any]) -> None:
     for path, item in document.get("paths", {}).items():
         if not is_protected(path):
             continue
-        for method in _METHODS:
+        for method in HTTP_METHODS:
             operation = item.get(method)
             if operation is None:
                 continue
             operation["security"] = [{SCHEME: []}]
-            if path.startswith("/v2"):
+            if is_v2(path):
                 unauthorized = {
                     "description": "`unauthorized`: missing or unknown API key",
                     "content": {"application/json": {"schema": _V2_ERROR}},

@@ -203,5 +203,5 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def error_example(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **details}}

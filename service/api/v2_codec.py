@@ -58,7 +58,7 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
     except zlib.error as exc:
         raise InvalidInput(f"the body is not valid {encoding} data: {exc}") from exc
     if len(plain) > max_bytes:
-        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes once decompressed")
+        raise PayloadTooLarge(max_bytes, " once decompressed")
     return plain
 
 

@@ -139,12 +139,9 @@ class ModelRegistry:
         try:
             model = self._models[name]
         except KeyError:
-            raise ModelNotFound(f"no model named '{name}' is served", model=name) from None
+            raise ModelNotFound(name) from None
         if version is not None and version != model.version:
-            raise ModelNotFound(
-                f"model '{name}' has no version '{version}'; it serves version '{model.version}'",
-                model=name,
-            )
+            raise ModelNotFound(name, version, model.version)
         return model
 
     def all(self) -> list[ServedModel]:

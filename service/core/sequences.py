@@ -17,6 +17,9 @@ from service.errors import (
     InvalidInput,
     ModelVersionMismatch,
     OffsetConflict,
+    SequenceNotFound,
+    SequenceOffsetConflict,
+    SequenceVersionMismatch,
     SessionBusy,
     SessionExists,
     SessionNotFound,
@@ -71,25 +74,13 @@ class SequenceService:
                 await self._start(namespace, model.name, session_id)
             result = await self.sessions.predict(namespace, session_id, x[0], offset)
         except SessionNotFound:
-            raise SessionNotFound(
-                f"{name} was never started or has expired; send sequence_start=true to start it",
-                sequence_id=sequence_id,
-            ) from None
+            raise SequenceNotFound(name, sequence_id) from None
         except OffsetConflict as exc:
-            steps = exc.details.get("steps")
-            raise OffsetConflict(
-                f"sequence_offset {offset} does not match {name}, which is at step {steps}",
-                steps=steps,
-                offset=offset,
-            ) from None
+            raise SequenceOffsetConflict(offset, exc.details["steps"], name) from None
         except ModelVersionMismatch as exc:
-            raise ModelVersionMismatch(
-                f"{name} was started on another version of the model; send "
-                "sequence_start=true to restart it on the served version",
-                **exc.details,
-            ) from None
+            raise SequenceVersionMismatch(name, **exc.details) from None
         except SessionBusy:
-            raise SessionBusy(f"{name} is being written by other requests; retry") from None
+            raise SessionBusy(name) from None
         if end:
             # Ended concurrently or expired: gone either way.
             with contextlib.suppress(SessionNotFound):
@@ -109,4 +100,4 @@ class SequenceService:
                 return
             except SessionNotFound:
                 continue  # ended between the two calls: create it again
-        raise SessionBusy("the sequence is being started and ended concurrently; retry")
+        raise SessionBusy("the sequence (started and ended concurrently)")

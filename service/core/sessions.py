@@ -76,12 +76,6 @@ def backoff_seconds(attempt: int) -> float:
     return random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))
 
 
-def _not_found(session_id: str) -> SessionNotFound:
-    return SessionNotFound(
-        f"session '{session_id}' does not exist or has expired", session_id=session_id
-    )
-
-
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -213,7 +207,7 @@ class SessionService:
         )
         key = session_key(namespace, sid)
         if not await self.store.create(key, record.encode(), ttl * 1000):
-            raise SessionExists(f"session '{sid}' already exists", session_id=sid)
+            raise SessionExists(sid)
         await self._admit(namespace, sid, key, now + ttl * 1000)
         self.telemetry.session_event("created")
         return sid, record
@@ -233,27 +227,19 @@ class SessionService:
             raise
         if not admitted:
             await self.store.delete(key)
-            raise TooManySessions(
-                f"this API key already holds {limit} live sessions; delete some or let them "
-                "expire before creating more",
-                limit=limit,
-            )
+            raise TooManySessions(limit)
 
     async def get(self, namespace: str, session_id: str) -> SessionRecord:
         blob = await self.store.get(session_key(namespace, session_id))
         if blob is None:
-            raise _not_found(session_id)
+            raise SessionNotFound(session_id)
         return SessionRecord.decode(blob)
 
     def _model_for(self, record: SessionRecord, session_id: str) -> ServedModel:
         model = self.models.get(record.model)
         if model.version != record.model_version:
             raise ModelVersionMismatch(
-                f"session '{session_id}' was started on version {record.model_version} of "
-                f"'{record.model}', which now serves {model.version}; reset the session "
-                "to continue on the new version",
-                session_version=record.model_version,
-                served_version=model.version,
+                session_id, record.model, record.model_version, model.version
             )
         return model
 
@@ -292,12 +278,7 @@ class SessionService:
             and record.last_outputs is not None
         ):
             return ChunkResult(record, offset, record.last_outputs, replayed=True)
-        raise OffsetConflict(
-            f"chunk offset {offset} does not match session '{session_id}', which is at "
-            f"step {record.steps}",
-            steps=record.steps,
-            offset=offset,
-        )
+        raise OffsetConflict.for_session(offset, record.steps, session_id)
 
     async def reset(self, namespace: str, session_id: str) -> SessionRecord:
         async def restart(record: SessionRecord) -> tuple[SessionRecord, SessionRecord]:
@@ -330,7 +311,7 @@ class SessionService:
             for attempt in range(MAX_WRITE_ATTEMPTS):
                 blob = await self.store.get(key)
                 if blob is None:
-                    raise _not_found(session_id)
+                    raise SessionNotFound(session_id)
                 record = SessionRecord.decode(blob)
                 updated, answer = await update(record)
                 if updated is None:
@@ -341,16 +322,13 @@ class SessionService:
                 if outcome is CasOutcome.APPLIED:
                     return answer
                 if outcome is CasOutcome.MISSING:
-                    raise _not_found(session_id)
+                    raise SessionNotFound(session_id)
                 await asyncio.sleep(backoff_seconds(attempt))
-        raise SessionBusy(
-            f"session '{session_id}' is being written by other requests; retry",
-            session_id=session_id,
-        )
+        raise SessionBusy.for_session(session_id)
 
     async def delete(self, namespace: str, session_id: str) -> None:
         if not await self.store.delete(session_key(namespace, session_id)):
-            raise _not_found(session_id)
+            raise SessionNotFound(session_id)
         if self.index is not None and self.limits.max_sessions_per_namespace > 0:
             # The session is gone either way; a stale entry is dropped at the next create.
             with contextlib.suppress(StoreUnavailable):

@@ -1,69 +1,24 @@
 """Open Inference Protocol (KServe V2 / Triton HTTP) with Triton's sequence extension."""
 
 import logging
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.api.deps import ModelName, Models, Namespace, Sessions
-from service.api.observe import note_error
+from service.api.errors import render
 from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
 from service.api.v2_codec import encode_response as encode
 from service.core.models import ServedModel
 from service.core.sequences import SequenceService
-from service.errors import InvalidInput, ServiceError
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ["binary_tensor_data", "sequence"]
 INPUT_NAME, OUTPUT_NAME = "inputs", "outputs"
-# V2 clients treat any 4xx as "bad request"; a missing sequence is the client's mistake.
-_V2_STATUS = {"invalid_input": 400, "session_not_found": 400, "model_version_mismatch": 400}
-
-
-_HTTP_CODES = {404: "not_found", 413: "payload_too_large"}
-
-
-def error(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    note_error(request.scope, code)
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class V2Route(APIRoute):
-    """Renders every failure under /v2 as the protocol's `{"error": "message"}`."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def v2_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except ServiceError as exc:
-                status = _V2_STATUS.get(exc.code, exc.status)
-                return error(request, status, exc.code, exc.message, exc.headers)
-            except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                where = ".".join(str(part) for part in first.get("loc", ()))
-                message = f"{where}: {first.get('msg', 'invalid request')}"
-                return error(request, 400, InvalidInput.code, message)
-            except StarletteHTTPException as exc:
-                code = _HTTP_CODES.get(exc.status_code, "http_error")
-                headers = getattr(exc, "headers", None)
-                return error(request, exc.status_code, code, str(exc.detail), headers)
-            except Exception:
-                log.exception("unhandled error on %s %s", request.method, request.url.path)
-                return error(request, 500, "internal_error", "internal server error")
-
-        return v2_handler
 
 
 class V2Error(BaseModel):
@@ -92,7 +47,7 @@ INFER_BODY = {
     }
 }
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=V2Route)
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
 
 async def get_sequences(request: Request) -> SequenceService:
@@ -229,4 +184,4 @@ async def model_version_infer(
 )
 async def unknown(request: Request, path: str) -> Response:
     message = f"no route {request.method} /v2/{path} in this server's V2 API"
-    return error(request, 404, "not_found", message)
+    return render(request, 404, "not_found", message)

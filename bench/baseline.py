@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from service.store.base import CasOutcome
-from service.store.keys import session_key
 from service.store.redis_store import RedisStateStore
 
 NAMESPACE = "_"
@@ -64,8 +63,8 @@ def add_session_routes(app: FastAPI) -> None:
     @app.post("/v1/models/{model}/sessions", status_code=201)
     async def create(model: str, body: CreateBody) -> JSONResponse:
         record = BaselineRecord(0, 0, bytes(app.state.state_bytes))
-        key = session_key(NAMESPACE, body.session_id)
-        if not await app.state.store.create(key, record.encode(), 86_400_000):
+        blob = record.encode()
+        if not await app.state.store.create(NAMESPACE, body.session_id, blob, 86_400_000):
             return JSONResponse({"error": "exists"}, status_code=409)
         return JSONResponse({"session_id": body.session_id, "model": model}, status_code=201)
 
@@ -76,12 +75,12 @@ def add_session_routes(app: FastAPI) -> None:
 
 
 async def load(app: FastAPI, session_id: str, state_bytes: int) -> BaselineRecord | None:
-    blob = await app.state.store.get(session_key(NAMESPACE, session_id))
+    blob = await app.state.store.get(NAMESPACE, session_id)
     return None if blob is None else BaselineRecord.decode(blob, state_bytes)
 
 
 async def save(app: FastAPI, session_id: str, old: BaselineRecord, new: BaselineRecord) -> bool:
     outcome = await app.state.store.compare_and_set(
-        session_key(NAMESPACE, session_id), old.token, new.encode(), 86_400_000
+        NAMESPACE, session_id, old.token, new.encode(), 86_400_000
     )
     return bool(outcome is CasOutcome.APPLIED)

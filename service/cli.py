@@ -11,11 +11,9 @@ from types import FrameType
 import uvicorn
 
 from service.logs import logging_config
+from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
 from service.store.embedded import EmbeddedRedis
-
-# prometheus_client's multiprocess mode (see service/api/metrics.py).
-PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -34,10 +32,10 @@ def main(argv: list[str] | None = None) -> None:
     log_config = logging_config(args.log_level)
     logging.config.dictConfig(log_config)
     metrics_dir = None
-    if args.workers > 1 and not os.environ.get(PROMETHEUS_MULTIPROC_DIR):
+    if args.workers > 1 and not os.environ.get(MULTIPROCESS_DIR_ENV):
         # Each worker writes its metrics to files here and /metrics sums them all.
         metrics_dir = tempfile.TemporaryDirectory(prefix="lstm-metrics-")
-        os.environ[PROMETHEUS_MULTIPROC_DIR] = metrics_dir.name
+        os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir.name
 
     settings = Settings()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)

@@ -13,7 +13,6 @@ from service.api.auth import ApiKeyAuth, ApiKeys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
-from service.api.metrics import PrometheusMetrics
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
 from service.api.routes import health, metrics, models, sessions, v2
@@ -21,6 +20,7 @@ from service.core.batcher import MicroBatcher
 from service.core.models import ModelRegistry
 from service.core.sequences import SequenceService
 from service.core.sessions import SessionLimits, SessionService
+from service.metrics import PrometheusMetrics
 from service.settings import Settings
 from service.store.embedded import EmbeddedRedis
 from service.store.redis_store import RedisStateStore

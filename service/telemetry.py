@@ -1,6 +1,6 @@
 """What the core and the store report as they work, without knowing who listens.
 
-`service/api/metrics.py` implements it for Prometheus; `NullTelemetry` is the default.
+`service/metrics.py` implements it for Prometheus; `NullTelemetry` is the default.
 Calls happen on the hot path (and `model_ran` from worker threads): implementations must
 be cheap and thread-safe.
 """

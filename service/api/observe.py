@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from starlette.routing import Mount, Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.metrics import PrometheusMetrics
 from service.logs import ACCESS_LOGGER
+from service.metrics import PrometheusMetrics
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 

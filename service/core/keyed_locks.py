@@ -2,7 +2,7 @@
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 
 
@@ -16,14 +16,14 @@ class KeyedLocks:
 
     def __init__(self, patience: float) -> None:
         self.patience = patience
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._users: Counter[str] = Counter()
+        self._locks: dict[Hashable, asyncio.Lock] = {}
+        self._users: Counter[Hashable] = Counter()
 
     def __len__(self) -> int:
         return len(self._locks)
 
     @asynccontextmanager
-    async def turn(self, key: str) -> AsyncIterator[bool]:
+    async def turn(self, key: Hashable) -> AsyncIterator[bool]:
         """Wait for `key`'s turn; yields False when patience ran out first."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         self._users[key] += 1

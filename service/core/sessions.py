@@ -27,7 +27,6 @@ from service.errors import (
     TooManySessions,
 )
 from service.store.base import CasOutcome, SessionIndex, StateStore
-from service.store.keys import session_key
 from service.telemetry import NULL_TELEMETRY, Telemetry
 
 # Chunks longer than this run in a worker thread so the event loop keeps serving.
@@ -205,14 +204,13 @@ class SessionService:
             model_version=model.version,
             state=model.runner.initial_state(),
         )
-        key = session_key(namespace, sid)
-        if not await self.store.create(key, record.encode(), ttl * 1000):
+        if not await self.store.create(namespace, sid, record.encode(), ttl * 1000):
             raise SessionExists(sid)
-        await self._admit(namespace, sid, key, now + ttl * 1000)
+        await self._admit(namespace, sid, now + ttl * 1000)
         self.telemetry.session_event("created")
         return sid, record
 
-    async def _admit(self, namespace: str, session_id: str, key: str, expires_ms: int) -> None:
+    async def _admit(self, namespace: str, session_id: str, expires_ms: int) -> None:
         """Count the new session against its namespace's limit, or take it back."""
         limit = self.limits.max_sessions_per_namespace
         if self.index is None or limit <= 0:
@@ -223,14 +221,14 @@ class SessionService:
             )
         except Exception:
             with contextlib.suppress(StoreUnavailable):
-                await self.store.delete(key)
+                await self.store.delete(namespace, session_id)
             raise
         if not admitted:
-            await self.store.delete(key)
+            await self.store.delete(namespace, session_id)
             raise TooManySessions(limit)
 
     async def get(self, namespace: str, session_id: str) -> SessionRecord:
-        blob = await self.store.get(session_key(namespace, session_id))
+        blob = await self.store.get(namespace, session_id)
         if blob is None:
             raise SessionNotFound(session_id)
         return SessionRecord.decode(blob)
@@ -306,10 +304,9 @@ class SessionService:
     ) -> T:
         """The one compare-and-set loop: read the record, let `update` compute the next one
         (or answer without writing: None), write it only if nobody else wrote meanwhile."""
-        key = session_key(namespace, session_id)
-        async with self._writers.turn(key):
+        async with self._writers.turn((namespace, session_id)):
             for attempt in range(MAX_WRITE_ATTEMPTS):
-                blob = await self.store.get(key)
+                blob = await self.store.get(namespace, session_id)
                 if blob is None:
                     raise SessionNotFound(session_id)
                 record = SessionRecord.decode(blob)
@@ -317,7 +314,7 @@ class SessionService:
                 if updated is None:
                     return answer
                 outcome = await self.store.compare_and_set(
-                    key, record.token, updated.encode(), record.ttl_seconds * 1000
+                    namespace, session_id, record.token, updated.encode(), record.ttl_seconds * 1000
                 )
                 if outcome is CasOutcome.APPLIED:
                     return answer
@@ -327,7 +324,7 @@ class SessionService:
         raise SessionBusy.for_session(session_id)
 
     async def delete(self, namespace: str, session_id: str) -> None:
-        if not await self.store.delete(session_key(namespace, session_id)):
+        if not await self.store.delete(namespace, session_id):
             raise SessionNotFound(session_id)
         if self.index is not None and self.limits.max_sessions_per_namespace > 0:
             # The session is gone either way; a stale entry is dropped at the next create.

@@ -9,23 +9,24 @@ class CasOutcome(Enum):
 
 
 class StateStore(Protocol):
-    """Opaque session values by key, with expiry and a compare-and-set on a value's prefix.
+    """Opaque session values by namespace and session id (the store names its own keys),
+    with expiry and a compare-and-set on a value's prefix.
 
     Values begin with a version token; `compare_and_set` replaces a value only while
     its stored prefix still equals `expected_prefix`, atomically.
     """
 
-    async def get(self, key: str) -> bytes | None: ...
+    async def get(self, namespace: str, session_id: str) -> bytes | None: ...
 
-    async def create(self, key: str, value: bytes, ttl_ms: int) -> bool:
-        """Store `value` unless `key` exists; False when it does."""
+    async def create(self, namespace: str, session_id: str, value: bytes, ttl_ms: int) -> bool:
+        """Store `value` unless the session exists; False when it does."""
         ...
 
     async def compare_and_set(
-        self, key: str, expected_prefix: bytes, value: bytes, ttl_ms: int
+        self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
     ) -> CasOutcome: ...
 
-    async def delete(self, key: str) -> bool: ...
+    async def delete(self, namespace: str, session_id: str) -> bool: ...
 
     async def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot answer."""

@@ -1,17 +1,15 @@
-from collections.abc import Awaitable, Callable, Coroutine
-from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from service.errors import StoreUnavailable
 from service.store.base import CasOutcome
+from service.store.keys import session_key
+from service.store.redis_errors import unavailable_on_redis_errors
 
 # Returns 0 when the key is gone, 1 when its prefix moved on, 2 when replaced.
 _CAS_SCRIPT = """
@@ -32,25 +30,6 @@ def parse_redis_url(url: str) -> tuple[str, bool]:
     if sep and scheme.lower() in _CLUSTER_SCHEMES:
         return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{rest}", True
     return url, False
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _unavailable_on_redis_errors(
-    fn: Callable[P, Coroutine[Any, Any, R]],
-) -> Callable[P, Coroutine[Any, Any, R]]:
-    @wraps(fn)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await fn(*args, **kwargs)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"the session store is unreachable: {exc}") from exc
-        except (RedisError, RedisClusterException) as exc:
-            raise StoreUnavailable(f"the session store failed: {exc}") from exc
-
-    return wrapper
 
 
 class RedisStateStore:
@@ -89,27 +68,29 @@ class RedisStateStore:
                 await pool.disconnect(inuse_connections=False)
             return await command(*args)
 
-    @_unavailable_on_redis_errors
-    async def get(self, key: str) -> bytes | None:
-        value = await self._read(self._client.get, key)
+    @unavailable_on_redis_errors
+    async def get(self, namespace: str, session_id: str) -> bytes | None:
+        value = await self._read(self._client.get, session_key(namespace, session_id))
         return bytes(value) if value is not None else None
 
-    @_unavailable_on_redis_errors
-    async def create(self, key: str, value: bytes, ttl_ms: int) -> bool:
+    @unavailable_on_redis_errors
+    async def create(self, namespace: str, session_id: str, value: bytes, ttl_ms: int) -> bool:
+        key = session_key(namespace, session_id)
         return bool(await self._client.set(key, value, px=ttl_ms, nx=True))
 
-    @_unavailable_on_redis_errors
+    @unavailable_on_redis_errors
     async def compare_and_set(
-        self, key: str, expected_prefix: bytes, value: bytes, ttl_ms: int
+        self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
     ) -> CasOutcome:
+        key = session_key(namespace, session_id)
         result = await self._cas(keys=[key], args=[expected_prefix, value, ttl_ms])
         return _CAS_OUTCOMES[int(result)]
 
-    @_unavailable_on_redis_errors
-    async def delete(self, key: str) -> bool:
-        return bool(await self._client.delete(key))
+    @unavailable_on_redis_errors
+    async def delete(self, namespace: str, session_id: str) -> bool:
+        return bool(await self._client.delete(session_key(namespace, session_id)))
 
-    @_unavailable_on_redis_errors
+    @unavailable_on_redis_errors
     async def ping(self) -> None:
         if not isinstance(self._client, RedisCluster):
             await self._read(self._client.ping)

@@ -1,11 +1,11 @@
 """How many live sessions each namespace (API key) holds, for the per-key session limit."""
 
-import time
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from service.store.keys import namespace_index_key, session_key
-from service.store.redis_store import _unavailable_on_redis_errors
+from service.store.redis_errors import unavailable_on_redis_errors
+from service.store.timed import timed
 from service.telemetry import NULL_TELEMETRY, Telemetry
 
 # One key: drop the entries still lapsed, then add the session if there is room.
@@ -44,13 +44,10 @@ class RedisSessionIndex:
         self._telemetry = telemetry
 
     async def _timed(self, operation: str, call: Awaitable[T]) -> T:
-        started = time.perf_counter()
-        try:
+        with timed(self._telemetry, operation):
             return await call
-        finally:
-            self._telemetry.store_call(operation, time.perf_counter() - started)
 
-    @_unavailable_on_redis_errors
+    @unavailable_on_redis_errors
     async def admit(
         self, namespace: str, session_id: str, expires_ms: int, now_ms: int, limit: int
     ) -> bool:
@@ -81,7 +78,7 @@ class RedisSessionIndex:
                 # XX: a session deleted meanwhile is not put back.
                 await self._timed("index_update", self._client.zadd(index, alive, xx=True))
 
-    @_unavailable_on_redis_errors
+    @unavailable_on_redis_errors
     async def forget(self, namespace: str, session_id: str) -> None:
         await self._timed(
             "index_forget", self._client.zrem(namespace_index_key(namespace), session_id)

@@ -1,59 +1,53 @@
-"""A `StateStore` that reports each call's round-trip time, by operation."""
+"""Round-trip times of store calls, by operation, for the one `Telemetry`."""
 
 import time
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from service.store.base import CasOutcome, StateStore
 from service.telemetry import Telemetry
 
 
+@contextmanager
+def timed(telemetry: Telemetry, operation: str) -> Iterator[None]:
+    """Report how long the block took (failures too) as one `operation` store call."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        telemetry.store_call(operation, time.perf_counter() - started)
+
+
 class TimedStateStore:
-    """Wraps a store; every `StateStore` call is timed (failures too). Other attributes
-    (`client`, ...) pass through to the wrapped store untimed."""
+    """Wraps a store; every `StateStore` call is timed, failures too."""
 
     def __init__(self, store: StateStore, telemetry: Telemetry) -> None:
         self.inner = store
         self._telemetry = telemetry
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    async def get(self, namespace: str, session_id: str) -> bytes | None:
+        with timed(self._telemetry, "get"):
+            return await self.inner.get(namespace, session_id)
 
-    async def get(self, key: str) -> bytes | None:
-        started = time.perf_counter()
-        try:
-            return await self.inner.get(key)
-        finally:
-            self._telemetry.store_call("get", time.perf_counter() - started)
-
-    async def create(self, key: str, value: bytes, ttl_ms: int) -> bool:
-        started = time.perf_counter()
-        try:
-            return await self.inner.create(key, value, ttl_ms)
-        finally:
-            self._telemetry.store_call("create", time.perf_counter() - started)
+    async def create(self, namespace: str, session_id: str, value: bytes, ttl_ms: int) -> bool:
+        with timed(self._telemetry, "create"):
+            return await self.inner.create(namespace, session_id, value, ttl_ms)
 
     async def compare_and_set(
-        self, key: str, expected_prefix: bytes, value: bytes, ttl_ms: int
+        self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
     ) -> CasOutcome:
-        started = time.perf_counter()
-        try:
-            return await self.inner.compare_and_set(key, expected_prefix, value, ttl_ms)
-        finally:
-            self._telemetry.store_call("compare_and_set", time.perf_counter() - started)
+        with timed(self._telemetry, "compare_and_set"):
+            return await self.inner.compare_and_set(
+                namespace, session_id, expected_prefix, value, ttl_ms
+            )
 
-    async def delete(self, key: str) -> bool:
-        started = time.perf_counter()
-        try:
-            return await self.inner.delete(key)
-        finally:
-            self._telemetry.store_call("delete", time.perf_counter() - started)
+    async def delete(self, namespace: str, session_id: str) -> bool:
+        with timed(self._telemetry, "delete"):
+            return await self.inner.delete(namespace, session_id)
 
     async def ping(self) -> None:
-        started = time.perf_counter()
-        try:
+        with timed(self._telemetry, "ping"):
             await self.inner.ping()
-        finally:
-            self._telemetry.store_call("ping", time.perf_counter() - started)
 
     async def close(self) -> None:
         await self.inner.close()

@@ -1,6 +1,6 @@
 from fastapi import APIRouter, Request, Response
 
-from service.api.metrics import CONTENT_TYPE, PrometheusMetrics
+from service.metrics import CONTENT_TYPE, PrometheusMetrics
 
 router = APIRouter(tags=["health"])
 

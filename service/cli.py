@@ -13,7 +13,7 @@ import uvicorn
 from service.logs import logging_config
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
-from service.store.embedded import EmbeddedRedis
+from service.store.embedded import redis_url_or_embedded
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -39,16 +39,9 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = Settings()
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    embedded = None
-    if settings.redis_url is None:
-        # Started here, not per worker, so every worker shares the one Redis.
-        embedded = EmbeddedRedis(settings.data_dir).start()
-        os.environ["LSTM_REDIS_URL"] = embedded.url
-        logging.getLogger("lstm-serve").warning(
-            "LSTM_REDIS_URL is unset: embedded redis-server at %s, data in %s",
-            embedded.url,
-            embedded.data_dir,
-        )
+    # Started here, not per worker, so every worker shares the one Redis.
+    redis_url, embedded = redis_url_or_embedded(settings.redis_url, settings.data_dir)
+    os.environ["LSTM_REDIS_URL"] = redis_url
     try:
         uvicorn.run(
             "service.main:create_app",

@@ -22,7 +22,7 @@ from service.core.sequences import SequenceService
 from service.core.sessions import SessionLimits, SessionService
 from service.metrics import PrometheusMetrics
 from service.settings import Settings
-from service.store.embedded import EmbeddedRedis
+from service.store.embedded import redis_url_or_embedded
 from service.store.redis_store import RedisStateStore
 from service.store.session_index import RedisSessionIndex
 from service.store.timed import TimedStateStore
@@ -47,12 +47,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        embedded = None
-        redis_url = settings.redis_url
-        if redis_url is None:
-            embedded = EmbeddedRedis(settings.data_dir).start()
-            redis_url = embedded.url
-            log.warning("LSTM_REDIS_URL is unset: using an embedded redis-server at %s", redis_url)
+        redis_url, embedded = redis_url_or_embedded(settings.redis_url, settings.data_dir)
         redis_store = RedisStateStore.from_url(
             redis_url, settings.redis_timeout_seconds, cluster=settings.redis_cluster
         )
@@ -70,13 +65,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         app.state.sessions = SessionService(
             store,
             models,
-            SessionLimits(
-                default_ttl_seconds=settings.session_ttl_seconds,
-                max_ttl_seconds=settings.max_session_ttl_seconds,
-                max_chunk_steps=settings.max_chunk_steps,
-                max_predict_steps=settings.max_predict_steps,
-                max_sessions_per_namespace=settings.max_sessions_per_key,
-            ),
+            SessionLimits.from_settings(settings),
             telemetry=telemetry,
             index=RedisSessionIndex(redis_store.client, telemetry),
             batcher=(

@@ -133,7 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         headers = getattr(exc, "headers", None)
         if exc.status_code == 405:
-            allowed = allowed_methods(request.app, request.scope["path"])
+            allowed = allowed_methods(request.app, request.scope)
             headers = {**(headers or {}), "Allow": ", ".join(allowed)} if allowed else headers
         return render(request, exc.status_code, code, str(exc.detail), headers=headers)
 

@@ -10,7 +10,7 @@ from re import Pattern
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Mount, Route, compile_path
+from starlette.routing import Match, Mount, Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logs import ACCESS_LOGGER
@@ -22,8 +22,6 @@ REQUEST_ID_HEADER = b"x-request-id"
 # A client's request id is kept when it is short and plain; otherwise one is generated.
 _CLIENT_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:/+=-]{1,128}$")
 UNMATCHED = "<unmatched>"
-# The operations an OpenAPI path item can hold.
-HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 CLIENT_GONE = 499
 # Path parameters worth a field of their own in the access log.
 _LOGGED_PARAMS = ("session_id", "model")
@@ -64,13 +62,18 @@ def route_templates(app: FastAPI) -> list[tuple[Pattern[str], str]]:
     return found
 
 
-def allowed_methods(app: FastAPI, path: str) -> list[str]:
-    """Every documented method on `path`, for a 405's `Allow` header (Starlette names only
-    the methods of the first route whose path matches)."""
-    methods: set[str] = set()
-    for template, item in app.openapi().get("paths", {}).items():
-        if compile_path(template)[0].match(path):
-            methods.update(method.upper() for method in item if method in HTTP_METHODS)
+# The methods a 405's `Allow` header can name.
+_CANDIDATE_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
+    """Every method Starlette's routing would accept on this path, for a 405's `Allow`
+    header (Starlette itself names only the methods of the first route that matches)."""
+    methods = {
+        method
+        for method in _CANDIDATE_METHODS
+        if any(route.matches({**scope, "method": method})[0] is Match.FULL for route in app.routes)
+    }
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)

@@ -12,11 +12,12 @@ from fastapi import FastAPI
 
 from service.api.auth import is_protected
 from service.api.errors import is_v2, responses
-from service.api.observe import HTTP_METHODS
 from service.errors import InvalidInput, Unauthorized
 
 SCHEME = "apiKey"
 _FASTAPI_422 = "#/components/schemas/HTTPValidationError"
+# The operations an OpenAPI path item can hold.
+HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 _V2_ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}},

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from service.core.inputs import Floats
+from service.core.arrays import Floats
 from service.core.sequences import SequenceId
 from service.errors import InvalidInput, PayloadTooLarge
 

@@ -4,13 +4,12 @@ outputs and state are bit for bit those of running its chunk alone."""
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
+from service.core.arrays import Floats
 from service.core.runner import StreamingRunner
 
-Floats = np.ndarray[Any, Any]  # float32
 Result = tuple[Floats, Floats]
 
 

@@ -4,13 +4,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.core.arrays import F32, Floats
 from service.errors import InvalidInput
 
 if TYPE_CHECKING:
     from service.core.models import ServedModel
-
-Floats = np.ndarray[Any, Any]  # float32
-F32 = np.float32
 
 
 def as_array(rows: Any) -> Floats:

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from service.core.activations import numpy_activation
+from service.core.arrays import F32
 from service.core.runner import (
     ActivationStage,
     DenseStage,
@@ -16,8 +17,6 @@ from service.core.runner import (
     StreamingRunner,
 )
 from service.errors import ModelNotStreamable
-
-F32 = np.float32
 
 # Layers that are the identity at inference time.
 _INFERENCE_IDENTITY = (
@@ -148,7 +147,6 @@ def build_runner(model: Any) -> StreamingRunner:
         )
     features = int(shape[-1])
     stages: list[Any] = []
-    final_step_only = False
     for layer in _flatten(model):
         policy = getattr(layer, "dtype_policy", None)
         compute_dtype = getattr(policy, "compute_dtype", "float32")
@@ -158,13 +156,9 @@ def build_runner(model: Any) -> StreamingRunner:
             )
         recurrent = isinstance(layer, keras.layers.LSTM | keras.layers.GRU | keras.layers.SimpleRNN)
         if recurrent:
-            if final_step_only:
-                raise ModelNotStreamable(
-                    f"layer '{layer.name}' follows a recurrent layer with "
-                    "return_sequences=False; only per-timestep layers may follow it"
-                )
+            # No recurrent layer can follow one with return_sequences=False: Keras refuses
+            # its 2-D input, and a layer that would make it a sequence again mixes steps.
             stage = _recurrent_stage(layer)
-            final_step_only = not stage.return_sequences
         elif isinstance(layer, keras.layers.RNN | keras.layers.Bidirectional):
             raise ModelNotStreamable(
                 f"layer '{layer.name}' ({type(layer).__name__}) is not supported: "

@@ -13,8 +13,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from service.core.activations import Activation, Array
-
-F32 = np.float32
+from service.core.arrays import F32
 
 
 def _rowwise_matmul(x: Array, w: Array) -> Array:

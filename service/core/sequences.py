@@ -10,7 +10,8 @@ import contextlib
 import json
 from urllib.parse import quote
 
-from service.core.inputs import Floats, check_chunk
+from service.core.arrays import Floats
+from service.core.inputs import check_chunk
 from service.core.models import ServedModel
 from service.core.sessions import ChunkResult, SessionService
 from service.errors import (

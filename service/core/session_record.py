@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from service.core.arrays import Floats
 from service.errors import CorruptState
 
 MAGIC = b"LSTS"
@@ -28,8 +29,6 @@ _U32 = struct.Struct("<I")
 _LAST = struct.Struct("<q16sB")
 TOKEN_BYTES = _TOKEN.size
 NO_DIGEST = bytes(16)
-
-Floats = np.ndarray[Any, Any]  # float32
 
 
 def chunk_digest(inputs: Floats) -> bytes:

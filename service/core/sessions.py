@@ -11,8 +11,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from service.core.arrays import Floats
 from service.core.batcher import MicroBatcher
-from service.core.inputs import Floats, check_chunk
+from service.core.inputs import check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ModelRegistry, ServedModel
 from service.core.session_record import SessionRecord, chunk_digest
@@ -26,6 +27,7 @@ from service.errors import (
     StoreUnavailable,
     TooManySessions,
 )
+from service.settings import Settings
 from service.store.base import CasOutcome, SessionIndex, StateStore
 from service.telemetry import NULL_TELEMETRY, Telemetry
 
@@ -60,13 +62,30 @@ class Readiness:
         return self.redis == "ok" and self.models_loaded > 0
 
 
+def _setting(name: str) -> int:
+    default: int = Settings.model_fields[name].default
+    return default
+
+
 @dataclass(frozen=True)
 class SessionLimits:
-    default_ttl_seconds: int = 86_400
-    max_ttl_seconds: int = 30 * 86_400
-    max_chunk_steps: int = 10_000
-    max_predict_steps: int = 100_000
-    max_sessions_per_namespace: int = 0
+    """The `Settings` that bound sessions; its defaults are theirs."""
+
+    default_ttl_seconds: int = _setting("session_ttl_seconds")
+    max_ttl_seconds: int = _setting("max_session_ttl_seconds")
+    max_chunk_steps: int = _setting("max_chunk_steps")
+    max_predict_steps: int = _setting("max_predict_steps")
+    max_sessions_per_namespace: int = _setting("max_sessions_per_key")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SessionLimits":
+        return cls(
+            default_ttl_seconds=settings.session_ttl_seconds,
+            max_ttl_seconds=settings.max_session_ttl_seconds,
+            max_chunk_steps=settings.max_chunk_steps,
+            max_predict_steps=settings.max_predict_steps,
+            max_sessions_per_namespace=settings.max_sessions_per_key,
+        )
 
 
 def backoff_seconds(attempt: int) -> float:

@@ -138,3 +138,19 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def redis_url_or_embedded(
+    redis_url: str | None, data_dir: Path | None
+) -> tuple[str, EmbeddedRedis | None]:
+    """`redis_url`, or when it is unset the URL of a newly started embedded redis-server
+    (stop it when done): the one fallback for `lstm-serve` and for `create_app` alone."""
+    if redis_url is not None:
+        return redis_url, None
+    embedded = EmbeddedRedis(data_dir).start()
+    log.warning(
+        "LSTM_REDIS_URL is unset: embedded redis-server at %s, data in %s",
+        embedded.url,
+        embedded.data_dir,
+    )
+    return embedded.url, embedded

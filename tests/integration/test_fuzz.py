@@ -100,11 +100,9 @@ def test_linked_calls_answer_as_documented(live):
         Workflow,
         settings=settings(BOUNDED, max_examples=60, stateful_step_count=8),
     )
-
-
-def test_fuzzing_reached_the_data_plane(live):
-    """The runs above are only worth something if they got past validation: the service's
-    own metrics show streamed chunks and created sessions."""
+    # Only worth something if it got past validation: the service's own metrics show
+    # created sessions and streamed chunks, and no 5xx (checked here, not in a test of
+    # its own, so that it holds when this test runs alone).
     answered = requests_by_route(httpx.get(f"{live.url}/metrics").text)
     assert answered.get(("POST", "/v1/models/{model}/sessions", "201"), 0) > 0
     assert answered.get(("POST", "/v1/sessions/{session_id}/predict", "200"), 0) > 0

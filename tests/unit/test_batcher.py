@@ -96,6 +96,12 @@ def test_a_runner_error_reaches_every_chunk_of_the_batch(runner):
             return_exceptions=True,
         )
 
-    results = asyncio.run(mixed())
+    async def mixed_then_alone():
+        return await mixed(), await batcher.step(runner, good[1], states[1])
 
-    assert all(isinstance(result, Exception) for result in results)
+    results, (after, _) = asyncio.run(mixed_then_alone())
+
+    # One failure, shared: the good chunk is not answered as if it had run.
+    assert isinstance(results[0], ValueError) and results[1] is results[0]
+    # And the batcher is not wedged by it: the next chunk runs as it would alone.
+    assert np.array_equal(after, runner.step(good[1], states[1])[0])

@@ -28,10 +28,16 @@ def new_session(client: TestClient | Any, model: str, **body: Any) -> str:
     return session_id
 
 
-def send_chunk(client: Any, session_id: str, chunk: np.ndarray, **extra: Any) -> dict[str, Any]:
-    response = client.post(
+def post_chunk(client: Any, session_id: str, chunk: np.ndarray, **extra: Any) -> Any:
+    """The one way tests post a chunk (JSON); `extra` adds body fields such as `offset`."""
+    return client.post(
         f"/v1/sessions/{session_id}/predict", json={"inputs": chunk.tolist(), **extra}
     )
+
+
+def send_chunk(client: Any, session_id: str, chunk: np.ndarray, **extra: Any) -> dict[str, Any]:
+    """`post_chunk`, answered 200; the response body."""
+    response = post_chunk(client, session_id, chunk, **extra)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

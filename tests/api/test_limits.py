@@ -9,7 +9,7 @@ import redis
 from service.api.auth import namespace_of
 from service.store.keys import namespace_index_key
 from tests.apps import app_with
-from tests.streaming import new_session, predict, send_chunk
+from tests.streaming import new_session, post_chunk, predict, send_chunk
 
 KEY = "limits-key-0c1d"
 OTHER = "limits-key-9e8f"
@@ -83,7 +83,7 @@ def test_a_streamed_body_under_the_limit_is_served(small):
 def test_timesteps_per_chunk(small):
     session_id = new_session(small, "seed-lstm")
     inputs = np.random.default_rng(3).normal(size=(6, 2)).astype(np.float32)
-    too_many = small.post(f"/v1/sessions/{session_id}/predict", json={"inputs": inputs.tolist()})
+    too_many = post_chunk(small, session_id, inputs)
     assert too_many.status_code == 422
     assert too_many.json()["error"]["code"] == "invalid_input"
     assert small.get(f"/v1/sessions/{session_id}").json()["steps"] == 0

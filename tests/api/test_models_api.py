@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 from service.main import create_app
 from service.settings import Settings
 from tests.models import DEMO_DIR, bidirectional, gru_lstm_dense, write_models
-from tests.streaming import new_session, send_chunk
+from tests.streaming import new_session, post_chunk, send_chunk
 
 
 def test_model_info_describes_state_layout(client):
@@ -53,7 +53,7 @@ def test_session_on_a_replaced_model_is_a_version_mismatch_until_reset(redis_ser
         session_id = new_session(old, "m")
         send_chunk(old, session_id, inputs[:2])
     with TestClient(create_app(Settings(redis_url=redis_server.url, model_dir=new_dir))) as new:
-        response = new.post(f"/v1/sessions/{session_id}/predict", json={"inputs": inputs.tolist()})
+        response = post_chunk(new, session_id, inputs)
         assert response.status_code == 409
         error = response.json()["error"]
         assert error["code"] == "model_version_mismatch"

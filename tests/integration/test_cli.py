@@ -5,6 +5,7 @@ import numpy as np
 
 from tests.models import DEMO_DIR
 from tests.processes import ServiceProcess
+from tests.streaming import post_chunk
 
 
 def test_embedded_redis_is_started_logged_and_survives_a_restart(tmp_path):
@@ -19,9 +20,7 @@ def test_embedded_redis_is_started_logged_and_survives_a_restart(tmp_path):
         full = client.post("/v1/models/seed-lstm/predict", json={"inputs": inputs.tolist()})
         created = client.post("/v1/models/seed-lstm/sessions", json={"session_id": "kept"})
         assert created.status_code == 201
-        first = client.post(
-            "/v1/sessions/kept/predict", json={"inputs": inputs[:2].tolist(), "offset": 0}
-        )
+        first = post_chunk(client, "kept", inputs[:2], offset=0)
         assert first.status_code == 200
     assert "embedded redis-server at redis://127.0.0.1:" in log_path.read_text()
     assert any((tmp_path / "redis-data").rglob("*.aof*"))
@@ -31,9 +30,7 @@ def test_embedded_redis_is_started_logged_and_survives_a_restart(tmp_path):
         httpx.Client(base_url=service.url, timeout=10) as client,
     ):
         assert client.get("/v1/sessions/kept").json()["steps"] == 2
-        second = client.post(
-            "/v1/sessions/kept/predict", json={"inputs": inputs[2:].tolist(), "offset": 2}
-        )
+        second = post_chunk(client, "kept", inputs[2:], offset=2)
         assert second.status_code == 200
     outputs = first.json()["outputs"] + second.json()["outputs"]
     assert outputs == full.json()["outputs"]

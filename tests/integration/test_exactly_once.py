@@ -5,7 +5,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.streaming import new_session, predict, send_chunk
+from tests.streaming import new_session, post_chunk, predict, send_chunk
 
 MODEL = "sensor-lstm"
 
@@ -23,9 +23,7 @@ def steps_of(client: Any, session_id: str) -> int:
 
 
 def refused(client: Any, session_id: str, chunk: np.ndarray, **extra: Any) -> dict[str, Any]:
-    response = client.post(
-        f"/v1/sessions/{session_id}/predict", json={"inputs": chunk.tolist(), **extra}
-    )
+    response = post_chunk(client, session_id, chunk, **extra)
     assert response.status_code == 409, response.text
     error: dict[str, Any] = response.json()["error"]
     assert error["code"] == "offset_conflict"

@@ -5,6 +5,7 @@ import logging
 import logging.config
 import os
 import signal
+import socket
 import tempfile
 from types import FrameType
 
@@ -22,10 +23,28 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _refuse_busy_port(host: str, port: int) -> None:
+    """Exit if something already listens on the gRPC port. The workers bind it with
+    SO_REUSEPORT to share it; without this check a second `lstm-serve` of the same user
+    would silently share it too, and get half of the other one's connections."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(f"lstm-serve: gRPC port {host}:{port} is not free: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="lstm-serve", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        help="gRPC port (default: LSTM_GRPC_PORT, else 8001); 0 turns gRPC off",
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -37,7 +56,13 @@ def main(argv: list[str] | None = None) -> None:
         metrics_dir = tempfile.TemporaryDirectory(prefix="lstm-metrics-")
         os.environ[MULTIPROCESS_DIR_ENV] = metrics_dir.name
 
+    # The workers read their settings from the environment.
+    os.environ["LSTM_GRPC_HOST"] = args.host
+    if args.grpc_port is not None:
+        os.environ["LSTM_GRPC_PORT"] = str(args.grpc_port)
     settings = Settings()
+    if settings.grpc_port:
+        _refuse_busy_port(args.host, settings.grpc_port)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # Started here, not per worker, so every worker shares the one Redis.
     redis_url, embedded = redis_url_or_embedded(settings.redis_url, settings.data_dir)

@@ -12,6 +12,7 @@ from service import __version__
 from service.api.auth import ApiKeyAuth, ApiKeys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
+from service.api.grpc.server import GrpcServer
 from service.api.limits import BodySizeLimit
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
@@ -80,9 +81,17 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         # Frozen, they are skipped, and collections only see what requests allocate.
         gc.collect()
         gc.freeze()
+        grpc_server = None
         try:
+            if settings.grpc_port:
+                keys = ApiKeys(api_keys) if api_keys else None
+                sequences = SequenceService(app.state.sessions)
+                grpc_server = GrpcServer(settings, app.state.sessions, sequences, keys, telemetry)
+                await grpc_server.start()
             yield
         finally:
+            if grpc_server:
+                await grpc_server.stop()
             await store.close()
             if embedded:
                 embedded.stop()

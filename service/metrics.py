@@ -1,4 +1,4 @@
-"""Prometheus metrics: the HTTP layer's own, and the `Telemetry` the core and the store report to.
+"""Prometheus metrics: the HTTP and gRPC layers' own, and the `Telemetry` of core and store.
 
 One `PrometheusMetrics` per app, each with its own registry (no globals). Label children are
 cached in plain dicts so an observation on the hot path is a dict lookup and a locked add.
@@ -59,6 +59,20 @@ class PrometheusMetrics:
             buckets=HTTP_BUCKETS,
             registry=registry,
         )
+        grpc_labels = ["method", "code"]
+        self.grpc_requests = Counter(
+            "lstm_grpc_requests",
+            "gRPC calls answered (each message of a stream counts once), by method and status.",
+            grpc_labels,
+            registry=registry,
+        )
+        self.grpc_duration = Histogram(
+            "lstm_grpc_request_duration_seconds",
+            "Time from a gRPC call's (or stream message's) arrival to its answer.",
+            grpc_labels,
+            buckets=HTTP_BUCKETS,
+            registry=registry,
+        )
         self.errors = Counter(
             "lstm_errors", "Error responses, by stable error code.", ["code"], registry=registry
         )
@@ -98,6 +112,7 @@ class PrometheusMetrics:
         if not multiprocess_mode():
             ProcessCollector(registry=registry)
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._grpc: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._runner: dict[str, tuple[Counter, Histogram]] = {}
         self._redis: dict[str, Histogram] = {}
         self._events: dict[str, Counter] = {}
@@ -112,6 +127,15 @@ class PrometheusMetrics:
             labels = (method, route, str(status))
             children = self.http_requests.labels(*labels), self.http_duration.labels(*labels)
             self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def grpc_done(self, method: str, code: str, seconds: float) -> None:
+        key = (method, code)
+        children = self._grpc.get(key)
+        if children is None:
+            children = self.grpc_requests.labels(*key), self.grpc_duration.labels(*key)
+            self._grpc[key] = children
         children[0].inc()
         children[1].observe(seconds)
 

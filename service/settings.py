@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     """A file of API keys, one per line (`#` starts a comment), read at start and added to
     `api_keys`; for keys mounted as secrets."""
 
+    grpc_port: int = Field(8001, ge=0, le=65535)
+    """Port of the gRPC server (Triton's `inference.GRPCInferenceService`, the same models
+    and sessions as `/v2`), run beside HTTP in each worker process. 0: no gRPC server."""
+
+    grpc_host: str = "127.0.0.1"
+    """Interface the gRPC server listens on; `lstm-serve` sets it to its `--host`."""
+
     access_log: bool = True
     """Log one JSON line per request (logger `lstm.access`)."""
 

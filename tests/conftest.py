@@ -1,3 +1,4 @@
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,10 @@ from service.main import create_app
 from service.settings import Settings
 from service.store.embedded import EmbeddedRedis
 from tests.models import DEMO_DIR, TEST_MODELS, write_models
+
+# No app or `lstm-serve` a test starts binds the default gRPC port (8001) behind its back:
+# the tests that want gRPC ask for it on a free port.
+os.environ["LSTM_GRPC_PORT"] = "0"
 
 
 @pytest.fixture(scope="session")

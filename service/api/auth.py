@@ -58,13 +58,18 @@ class ApiKeys:
         return found
 
 
+def bearer_token(authorization: bytes) -> bytes | None:
+    """The key in an `Authorization: Bearer <key>` value (an HTTP header or gRPC metadata)."""
+    scheme, _, token = authorization.partition(b" ")
+    if scheme.lower() == b"bearer" and token.strip():
+        return token.strip()
+    return None
+
+
 def _bearer_token(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
-            scheme, _, token = bytes(value).partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                return token.strip()
-            return None
+            return bearer_token(bytes(value))
     return None
 
 

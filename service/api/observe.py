@@ -30,7 +30,7 @@ _LOGGED_PARAMS = ("session_id", "model")
 _second: tuple[int, str] = (-1, "")
 
 
-def _timestamp(now: float) -> str:
+def log_timestamp(now: float) -> str:
     """ISO 8601 UTC with milliseconds; the part up to the second is formatted once a second."""
     global _second
     second = int(now)
@@ -149,7 +149,7 @@ class RequestObserver:
             self.metrics.error(code)
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
             line: dict[str, Any] = {
-                "ts": _timestamp(time.time()),
+                "ts": log_timestamp(time.time()),
                 "method": scope["method"],
                 "route": route,
                 "status": status,

@@ -102,14 +102,13 @@ def _offset(parameters: dict[str, Any]) -> int | None:
     )
 
 
-def _refuse_unsupported(parameters: dict[str, Any], where: str) -> None:
+def refuse_unsupported(parameters: dict[str, Any], where: str) -> None:
     for name in ("shared_memory_region", "classification"):
         if name in parameters:
             raise InvalidInput(f"{where}: parameter {name} is not supported by this server")
 
 
-def _shape(tensor: dict[str, Any], spec: TensorSpec) -> list[int]:
-    shape = tensor.get("shape")
+def check_shape(shape: Any, spec: TensorSpec) -> list[int]:
     if not (
         isinstance(shape, list)
         and len(shape) == len(spec.shape)
@@ -173,9 +172,9 @@ def _input(tensor: Any, spec: TensorSpec, binary: memoryview) -> tuple[Floats, i
             f"input '{spec.name}' has datatype {json.dumps(tensor.get('datatype'))}; "
             f"the model takes {FP32}"
         )
-    shape = _shape(tensor, spec)
+    shape = check_shape(tensor.get("shape"), spec)
     parameters = _object(tensor.get("parameters"), f"input '{spec.name}' parameters")
-    _refuse_unsupported(parameters, f"input '{spec.name}'")
+    refuse_unsupported(parameters, f"input '{spec.name}'")
     if "binary_data_size" not in parameters:
         return _json_data(tensor.get("data"), shape, spec.name), 0
     if "data" in tensor:
@@ -197,9 +196,24 @@ def _binary_output(request: dict[str, Any], parameters: dict[str, Any], spec: Te
                 f"unknown output {json.dumps(name)}: the model has one output, '{spec.name}'"
             )
         output_parameters = _object(output.get("parameters"), f"output '{spec.name}' parameters")
-        _refuse_unsupported(output_parameters, f"output '{spec.name}'")
+        refuse_unsupported(output_parameters, f"output '{spec.name}'")
         binary = _flag({"binary_data": default, **output_parameters}, "binary_data")
     return binary
+
+
+def sequence_fields(parameters: dict[str, Any]) -> dict[str, Any]:
+    """`InferRequest`'s sequence fields from the request's parameters (any transport)."""
+    sequence_id = _sequence_id(parameters)
+    start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
+    offset = _offset(parameters)
+    if sequence_id is None and (start or end or offset is not None):
+        raise InvalidInput("sequence_start, sequence_end and sequence_offset need a sequence_id")
+    return {
+        "sequence_id": sequence_id,
+        "sequence_start": start,
+        "sequence_end": end,
+        "sequence_offset": offset,
+    }
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
@@ -237,19 +251,11 @@ def decode_request(
             f"{len(binary)} bytes of binary data follow the JSON header; the inputs "
             f"declare {used} (binary_data_size)"
         )
-    sequence_id = _sequence_id(parameters)
-    start, end = _flag(parameters, "sequence_start"), _flag(parameters, "sequence_end")
-    offset = _offset(parameters)
-    if sequence_id is None and (start or end or offset is not None):
-        raise InvalidInput("sequence_start, sequence_end and sequence_offset need a sequence_id")
     return InferRequest(
         id=request_id,
         inputs=x,
         binary_output=_binary_output(request, parameters, output),
-        sequence_id=sequence_id,
-        sequence_start=start,
-        sequence_end=end,
-        sequence_offset=offset,
+        **sequence_fields(parameters),
     )
 
 

@@ -22,9 +22,12 @@ class ServiceProcess:
         workers: int = 1,
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
+        grpc: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port() if grpc else 0
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.workers = workers
         self.env = {**os.environ, "LSTM_MODEL_DIR": str(model_dir), **(env or {})}
         self.env.pop("LSTM_REDIS_URL", None)
@@ -40,6 +43,7 @@ class ServiceProcess:
                 sys.executable, "-m", "service.cli",
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--workers", str(self.workers), "--log-level", "warning",
+                "--grpc-port", str(self.grpc_port),
             ],
             env=self.env,
             stdout=log,

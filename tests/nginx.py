@@ -16,6 +16,7 @@ from service.store.embedded import free_port
 ROOT = Path(__file__).resolve().parents[1]
 NGINX_CONF = ROOT / "docker" / "nginx.conf"
 UPSTREAM = "lstm_api"
+GRPC_UPSTREAM = "lstm_grpc"
 SERVER_LINE = re.compile(r"^([ \t]*)server\s+([^\s;]+)([^;]*);[^\n]*\n", re.MULTILINE)
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -30,17 +31,17 @@ def directive_values(text: str, name: str) -> list[str]:
     return [m.group(1).strip() for m in pattern.finditer(strip_comments(text))]
 
 
-def upstream_block(text: str) -> re.Match[str]:
-    match = re.search(rf"upstream\s+{UPSTREAM}\s*\{{(.*?)\n\s*\}}", text, re.DOTALL)
+def upstream_block(text: str, name: str = UPSTREAM) -> re.Match[str]:
+    match = re.search(rf"upstream\s+{name}\s*\{{(.*?)\n\s*\}}", text, re.DOTALL)
     if not match:
-        raise AssertionError(f"no `upstream {UPSTREAM} {{...}}` block in {NGINX_CONF}")
+        raise AssertionError(f"no `upstream {name} {{...}}` block in {NGINX_CONF}")
     return match
 
 
-def upstream_servers(text: str) -> list[tuple[str, int]]:
+def upstream_servers(text: str, name: str = UPSTREAM) -> list[tuple[str, int]]:
     """(host, port) of each `server` in the upstream block."""
     servers = []
-    for match in SERVER_LINE.finditer(strip_comments(upstream_block(text).group(1))):
+    for match in SERVER_LINE.finditer(strip_comments(upstream_block(text, name).group(1))):
         host, _, port = match.group(2).rpartition(":")
         servers.append((host, int(port)))
     return servers
@@ -60,21 +61,36 @@ def replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def render(
-    text: str, upstreams: list[str], port: int, workdir: Path, workers: int | None = None
-) -> str:
-    """The shipped config with only addresses, ports, file paths (and workers) changed."""
-    block = upstream_block(text)
+def with_servers(text: str, name: str, addresses: list[str]) -> str:
+    """`text` with upstream `name`'s server lines replaced by one per address."""
+    block = upstream_block(text, name)
     lines = list(SERVER_LINE.finditer(block.group(1)))
     if not lines:
-        raise AssertionError(f"no server lines in upstream {UPSTREAM}")
+        raise AssertionError(f"no server lines in upstream {name}")
     indent, params = lines[0].group(1), lines[0].group(3)  # max_fails etc. as shipped
-    servers = "".join(f"{indent}server {address}{params};\n" for address in upstreams)
+    servers = "".join(f"{indent}server {address}{params};\n" for address in addresses)
     body = block.group(1)
     body = body[: lines[0].start()] + servers + SERVER_LINE.sub("", body[lines[0].start() :])
-    text = text[: block.start(1)] + body + text[block.end(1) :]
+    return text[: block.start(1)] + body + text[block.end(1) :]
 
+
+def render(
+    text: str,
+    upstreams: list[str],
+    port: int,
+    workdir: Path,
+    workers: int | None = None,
+    grpc_upstreams: list[str] | None = None,
+    grpc_port: int = 0,
+) -> str:
+    """The shipped config with only addresses, ports, file paths (and workers) changed.
+    Without `grpc_upstreams` the gRPC upstream names the HTTP ones (never used)."""
+    text = with_servers(text, UPSTREAM, upstreams)
+    text = with_servers(text, GRPC_UPSTREAM, grpc_upstreams or upstreams)
     text = replace_once(text, "listen 8000;", f"listen 127.0.0.1:{port};")
+    text = replace_once(
+        text, "listen 8001 http2;", f"listen 127.0.0.1:{grpc_port or free_port()} http2;"
+    )
     text = replace_once(text, "pid /tmp/nginx.pid;", f"pid {workdir}/nginx.pid;")
     text = replace_once(text, "error_log /dev/stderr", f"error_log {workdir}/error.log")
     text = replace_once(text, "access_log /dev/stdout", f"access_log {workdir}/access.log")
@@ -92,15 +108,33 @@ def render(
 class NginxProcess:
     """Debian's nginx in the foreground, running docker/nginx.conf rendered for loopback."""
 
-    def __init__(self, workdir: Path, upstreams: list[str], workers: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        upstreams: list[str],
+        workers: int | None = None,
+        grpc_upstreams: list[str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()
+        self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.conf = workdir / "nginx.conf"
         self.access_log = workdir / "access.log"
         self.error_log = workdir / "error.log"
         workdir.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(render(NGINX_CONF.read_text(), upstreams, self.port, workdir, workers))
+        self.conf.write_text(
+            render(
+                NGINX_CONF.read_text(),
+                upstreams,
+                self.port,
+                workdir,
+                workers,
+                grpc_upstreams,
+                self.grpc_port,
+            )
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:

@@ -2,17 +2,21 @@
 `lstm-serve` processes sharing one redis-server, all on loopback."""
 
 import json
+import queue
 import re
 import shutil
 import socketserver
 import threading
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 
 from service.settings import Settings
 from service.store.embedded import EmbeddedRedis
@@ -36,10 +40,11 @@ def address(process: ServiceProcess) -> str:
 
 @pytest.fixture(scope="module")
 def replicas(redis_server: EmbeddedRedis, tmp_path_factory) -> Iterator[list[ServiceProcess]]:
-    """Two replicas on the demo models; a test may stop the second one."""
+    """Two replicas on the demo models, with gRPC; a test may stop the second one."""
     logs = tmp_path_factory.mktemp("replicas")
     processes = [
-        ServiceProcess(redis_server.url, DEMO_DIR, log_path=logs / f"api{i}.log") for i in (1, 2)
+        ServiceProcess(redis_server.url, DEMO_DIR, log_path=logs / f"api{i}.log", grpc=True)
+        for i in (1, 2)
     ]
     try:
         with ThreadPoolExecutor(len(processes)) as pool:
@@ -210,3 +215,61 @@ def test_request_ids_are_generated_when_missing_or_malformed(replicas, tmp_path)
     assert "trace/a+b=c:1.2_3-4" in logged_request_ids(replicas[0])  # the replica used it too
     assert malformed.headers["X-Request-ID"] != "bad id\twith spaces"
     assert re.fullmatch("[0-9a-f]{32}", malformed.headers["X-Request-ID"])
+
+
+def test_grpc_streams_and_calls_pass_the_load_balancer_over_http2(replicas, tmp_path):
+    """nginx's gRPC server: a stream (one replica) and then unary calls (round-robin over
+    the live replicas) carry one sequence, bit-identical to one full predict."""
+    alive = [p for p in replicas if p.process is not None and p.process.poll() is None]
+    rng = np.random.default_rng(77)
+    inputs = rng.normal(size=(60, 16)).astype(np.float32)
+    sizes = random_chunking(40, rng, largest=9) + [5] * 4
+    sequence_id = f"lb-{uuid.uuid4().hex}"
+    outputs: list[np.ndarray] = []
+    answers: queue.Queue[tuple[Any, Any]] = queue.Queue()
+
+    def chunk(start: int, size: int) -> list[grpcclient.InferInput]:
+        tensor = grpcclient.InferInput("inputs", [1, size, 16], "FP32")
+        tensor.set_data_from_numpy(inputs[None, start : start + size])
+        return [tensor]
+
+    with (
+        NginxProcess(
+            tmp_path / "lb",
+            [address(p) for p in alive],
+            grpc_upstreams=[p.grpc_address for p in alive],
+        ) as lb,
+        grpcclient.InferenceServerClient(lb.grpc_address) as triton,
+        httpx.Client(base_url=lb.url, timeout=30) as client,
+    ):
+        triton.start_stream(callback=lambda result, error: answers.put((result, error)))
+        start = 0
+        for index, size in enumerate(sizes[:-4]):
+            triton.async_stream_infer(
+                "sensor-lstm",
+                chunk(start, size),
+                sequence_id=sequence_id,
+                sequence_start=index == 0,
+            )
+            start += size
+        for _ in sizes[:-4]:
+            result, error = answers.get(timeout=30)
+            assert error is None, error
+            outputs.append(result.as_numpy("outputs")[0])
+        triton.stop_stream()
+        for size in sizes[-4:]:
+            result = triton.infer(
+                "sensor-lstm",
+                chunk(start, size),
+                sequence_id=sequence_id,
+                parameters={"sequence_offset": start},
+                headers={"x-request-id": f"grpc-{start}"},
+            )
+            outputs.append(result.as_numpy("outputs")[0])
+            start += size
+        full = predict(client, "sensor-lstm", inputs)
+
+    assert np.concatenate(outputs).tobytes() == full.tobytes()
+    calls = [e for e in lb.access_entries() if e["request_id"].startswith("grpc-")]
+    assert [e["uri"] for e in calls] == ["/inference.GRPCInferenceService/ModelInfer"] * 4
+    assert {e["upstream"] for e in calls} == {p.grpc_address for p in alive}

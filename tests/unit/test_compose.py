@@ -14,12 +14,19 @@ import pytest
 import yaml
 
 from service.settings import Settings
-from tests.nginx import NGINX_CONF, directive_values, size_in_bytes, upstream_servers
+from tests.nginx import (
+    GRPC_UPSTREAM,
+    NGINX_CONF,
+    directive_values,
+    size_in_bytes,
+    upstream_servers,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 API_PORT = 8000
+GRPC_PORT = Settings.model_fields["grpc_port"].default
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +107,7 @@ def test_api_environment_names_only_real_settings(api_services):
 
 def test_load_balancer_publishes_8000_after_every_replica_is_healthy(compose, api_services):
     lb = compose["services"]["lb"]
-    assert lb["ports"] == ["8000:8000"]
+    assert lb["ports"] == [f"{API_PORT}:{API_PORT}", f"{GRPC_PORT}:{GRPC_PORT}"]
     assert {name: dep["condition"] for name, dep in lb["depends_on"].items()} == {
         name: "service_healthy" for name in api_services
     }
@@ -114,14 +121,24 @@ def test_nginx_upstreams_are_the_compose_api_services(api_services):
     assert {port for _, port in servers} == {API_PORT}
 
 
+def test_nginx_grpc_upstreams_are_the_compose_api_services_grpc_ports(api_services):
+    servers = upstream_servers(NGINX_CONF.read_text(), GRPC_UPSTREAM)
+    assert sorted(host for host, _ in servers) == sorted(api_services)
+    assert {port for _, port in servers} == {GRPC_PORT}
+    assert all(str(GRPC_PORT) in api["expose"] for api in api_services.values())
+
+
 def test_nginx_listens_where_compose_publishes():
-    assert directive_values(NGINX_CONF.read_text(), "listen") == [str(API_PORT)]
+    listens = directive_values(NGINX_CONF.read_text(), "listen")
+    assert listens == [str(API_PORT), f"{GRPC_PORT} http2"]
 
 
 def test_nginx_body_limit_is_the_service_limit(api_services):
     text = NGINX_CONF.read_text()
     default = Settings().max_body_bytes
-    (nginx_limit,) = directive_values(text, "client_max_body_size")
+    # The HTTP server's; the gRPC server's (0) leaves each message to the service.
+    nginx_limit, grpc_limit = directive_values(text, "client_max_body_size")
+    assert grpc_limit == "0"
     assert size_in_bytes(nginx_limit) == default
     assert f'"max_bytes": {default}' in text  # nginx's own 413 body
     for api in api_services.values():

@@ -206,6 +206,11 @@ async def run(spec: Spec) -> dict[str, Any]:
     tally = Tally()
     window = Window(spec, tally)
     await asyncio.gather(*(_client(spec, i, window, tally) for i in range(spec.concurrency)))
+    return summary(spec, window, tally)
+
+
+def summary(spec: Spec, window: Window, tally: Tally) -> dict[str, Any]:
+    """The answer of a load run (this one's or `bench.grpc_load`'s)."""
     opens = window.opens_ns if window.opens_ns is not None else window.closed_ns
     seconds = max(1e-9, (window.closed_ns - opens) / 1e9)
     latencies = sorted(tally.latencies_ns)

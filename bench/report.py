@@ -140,6 +140,26 @@ def tables(results: dict[str, Any]) -> str:
         "machine)\n\n" + _table(["sessions", *(SHORT[s] for s in present)], rows)
     )
 
+    grpc = systems.get("service", {}).get("grpc_stream")
+    if grpc is not None:
+        http = _sweep(results, "service").get(grpc["concurrency"], {})
+        rows = [
+            [
+                name,
+                _num(r.get("throughput"), 0),
+                f"{_num(r.get('p50_ms'), 2)} / {_num(r.get('p99_ms'), 2)}",
+                _num(1000 * r["server_cpu_ms_per_request"], 0) if r else MISSING,
+            ]
+            for name, r in (("HTTP `/v1` (JSON)", http), ("gRPC stream (raw FP32)", grpc))
+        ]
+        rows.append(["gRPC / HTTP", _num(_ratio(grpc["throughput"], http.get("throughput")), 2)])
+        rows[-1] += ["", ""]
+        parts.append(
+            f"**1-step chunks over HTTP and over gRPC streams**, lstm-stream, "
+            f"{grpc['concurrency']} sequences, same run\n\n"
+            + _table(["transport", "req/s", "p50 / p99 ms", "server CPU µs/req"], rows)
+        )
+
     with_chunks = [s for s in present if "chunks" in systems[s]]
     if with_chunks:
         rows = []

@@ -69,13 +69,13 @@ SMOKE = Sizes(
 )
 
 
-def load(server: Server, **spec: Any) -> dict[str, Any]:
-    """One load run in its own process; its JSON answer."""
+def load(server: Server, generator: str = "bench.load", **spec: Any) -> dict[str, Any]:
+    """One load run in its own process (`generator`: bench.load or bench.grpc_load)."""
     spec = {"host": "127.0.0.1", "port": server.port, "model": MODEL, "features": FEATURES, **spec}
     budget = 2 * spec.get("max_seconds", 60.0) + spec["warmup_seconds"] + 120
     cpu_before = server.cpu_seconds()
     done = subprocess.run(
-        [sys.executable, "-m", "bench.load", json.dumps(spec)],
+        [sys.executable, "-m", generator, json.dumps(spec)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -128,6 +128,20 @@ def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool)
         out["sweep"].append(result)
     largest = max(sizes.concurrency)
     out["redis"] = redis_bytes(client, f"lstm:session:_:{name}-c{largest}-*")
+    if name == "service":
+        out["grpc_stream"] = load(
+            server,
+            "bench.grpc_load",
+            port=server.grpc_port,
+            concurrency=largest,
+            steps=1,
+            warmup_seconds=sizes.warmup_seconds,
+            seconds=sizes.seconds,
+            min_requests=sizes.min_requests_per_session * largest,
+            max_seconds=sizes.max_seconds,
+            session_prefix=f"{name}-grpc{largest}",
+        )
+        report.progress(name, f"1-step chunks, {largest} gRPC streams", out["grpc_stream"])
     if not sweep_only:
         out["chunks"] = []
         for steps in sizes.chunk_steps:

@@ -71,10 +71,12 @@ class Server:
         self.workers = workers
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = free_port()  # the service's; the baselines have no gRPC
         self.log_path = log_path
         self.env = {
             **os.environ,
             "LSTM_REDIS_URL": redis_url,
+            "LSTM_GRPC_PORT": str(self.grpc_port),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **system.env,
         }

@@ -7,8 +7,10 @@ import contextlib
 import json
 import logging
 import queue
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,6 +24,7 @@ from tritonclient.utils import InferenceServerException
 from service.api.grpc.triton import grpc_service_pb2 as pb
 from service.store.embedded import free_port
 from tests.apps import app_with
+from tests.metrics import value
 from tests.streaming import predict, random_chunking
 
 MODEL = "sensor-lstm"  # 16 features
@@ -58,6 +61,9 @@ def test_health_metadata_and_config_describe_a_sequence_model(served, triton):
     app, _ = served
     assert triton.is_server_live() and triton.is_server_ready()
     assert triton.is_model_ready(MODEL) and not triton.is_model_ready("no-such-model")
+    with pytest.raises(InferenceServerException) as raised:
+        triton.get_inference_statistics(MODEL)  # one of the Triton RPCs not served
+    assert raised.value.status() == "StatusCode.UNIMPLEMENTED"
     extensions = triton.get_server_metadata().extensions
     assert {"sequence", "sequence(string_id)"} <= set(extensions)
 
@@ -315,16 +321,54 @@ def test_a_message_over_the_size_limit_is_resource_exhausted(keyed):
 
 def test_calls_are_counted_and_logged(served, triton, caplog):
     caplog.set_level(logging.INFO, logger="lstm.access")
+    before = value(
+        served[0].get("/metrics").text,
+        "lstm_grpc_requests_total",
+        code="NOT_FOUND",
+        method="ModelInfer",
+    )
     with pytest.raises(InferenceServerException):
         triton.infer("no-such-model", inputs_of(np.ones((1, 1, 16), dtype=np.float32)))
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "lstm.access"]
-    assert any(
-        line["route"] == "ModelInfer"
-        and line["status"] == "NOT_FOUND"
-        and line["error"] == "model_not_found"
-        and line["model"] == "no-such-model"
-        for line in lines
-    ), lines
+
+    def logged() -> bool:
+        return any(
+            line["route"] == "ModelInfer"
+            and line["status"] == "NOT_FOUND"
+            and line["error"] == "model_not_found"
+            and line["model"] == "no-such-model"
+            for line in (
+                json.loads(r.getMessage()) for r in caplog.records if r.name == "lstm.access"
+            )
+        )
+
+    # The server writes its line just after the status reaches the client: wait, bounded.
+    deadline = time.monotonic() + 10
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged(), caplog.records
     metrics = served[0].get("/metrics").text
-    assert 'lstm_grpc_requests_total{code="NOT_FOUND",method="ModelInfer"}' in metrics
-    assert 'lstm_errors_total{code="model_not_found"}' in metrics
+    after = value(metrics, "lstm_grpc_requests_total", code="NOT_FOUND", method="ModelInfer")
+    assert after == before + 1
+    assert value(metrics, "lstm_errors_total", code="model_not_found") >= 1
+
+
+def readme_grpc_example() -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## gRPC") :]
+    return section[section.index("```python\n") + 10 : section.index("```\n", 10)]
+
+
+def test_the_readme_grpc_example_streams_bit_exact(served):
+    app, address = served
+    source = readme_grpc_example()
+    assert source.count('"localhost:8001"') == 1 and source.count("sequence_id=42") == 1
+    sequence_id = int(uuid.uuid4().int % 2**62) + 1
+    source = source.replace('"localhost:8001"', repr(address))
+    namespace: dict[str, Any] = {}
+    exec(
+        compile(source.replace("sequence_id=42", f"sequence_id={sequence_id}"), "README", "exec"),
+        namespace,
+    )
+
+    streamed = np.concatenate(namespace["outputs"])
+    assert streamed.tobytes() == predict(app, MODEL, namespace["inputs"]).tobytes()

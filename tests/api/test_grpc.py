@@ -270,12 +270,21 @@ def test_aio_stream_resends_by_offset_and_gets_the_same_answer(served):
     assert joined.tobytes() == predict(app, MODEL, x).tobytes()
 
 
+FRESH_KEY = f"k3-{uuid.uuid4().hex}"  # holds no session from an earlier run
+
+
 @pytest.fixture(scope="module")
 def keyed(client, settings) -> Iterator[str]:
-    """The app with API keys "k1" and "k2", a 64 KiB message limit and gRPC."""
+    """The app with API keys "k1", "k2" and a fresh one ("k3" below), a 64 KiB message
+    limit, 3 sessions per key, and gRPC."""
     port = free_port()
     with app_with(
-        client, settings, grpc_port=port, api_keys=SecretStr("k1,k2"), max_body_bytes=65536
+        client,
+        settings,
+        grpc_port=port,
+        api_keys=SecretStr(f"k1,k2,{FRESH_KEY}"),
+        max_body_bytes=65536,
+        max_sessions_per_key=3,
     ):
         yield f"127.0.0.1:{port}"
 
@@ -307,6 +316,22 @@ def test_api_keys_from_metadata_isolate_sequences(keyed):
         error = errors.get(timeout=30)
         triton_client.stop_stream()
         assert error is not None and "UNAUTHENTICATED" in str(error.status())
+
+
+def test_sessions_beyond_the_keys_limit_are_resource_exhausted(keyed):
+    x = np.ones((1, 1, 16), dtype=np.float32)
+    key = {"authorization": f"Bearer {FRESH_KEY}"}
+    with grpcclient.InferenceServerClient(keyed) as triton_client:
+        for sequence_id in (1, 2, 3):
+            triton_client.infer(
+                MODEL, inputs_of(x), sequence_id=sequence_id, sequence_start=True, headers=key
+            )
+        with pytest.raises(InferenceServerException) as raised:
+            triton_client.infer(
+                MODEL, inputs_of(x), sequence_id=4, sequence_start=True, headers=key
+            )
+    assert raised.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    assert "3 live sessions" in raised.value.message()
 
 
 def test_a_message_over_the_size_limit_is_resource_exhausted(keyed):

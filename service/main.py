@@ -85,8 +85,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         try:
             if settings.grpc_port:
                 keys = ApiKeys(api_keys) if api_keys else None
-                sequences = SequenceService(app.state.sessions)
-                grpc_server = GrpcServer(settings, app.state.sessions, sequences, keys, telemetry)
+                grpc_server = GrpcServer(settings, app.state.sequences, keys, telemetry)
                 await grpc_server.start()
             yield
         finally:

@@ -4,10 +4,9 @@ from service import __version__
 from service.api.grpc.codec import decode_infer, encode_infer
 from service.api.grpc.triton import grpc_service_pb2 as pb
 from service.api.grpc.triton import model_config_pb2 as config_pb
-from service.api.routes.v2 import EXTENSIONS, input_spec, metadata, output_spec, served
+from service.api.routes.v2 import EXTENSIONS, input_spec, metadata, output_spec
 from service.core.sequences import SequenceService
-from service.core.sessions import SessionService
-from service.errors import ModelNotFound, StoreUnavailable
+from service.errors import ModelNotFound
 
 INT32_MAX = 2**31 - 1
 GRPC_EXTENSIONS = [*EXTENSIONS, "sequence(string_id)"]
@@ -16,9 +15,9 @@ GRPC_EXTENSIONS = [*EXTENSIONS, "sequence(string_id)"]
 class InferenceService:
     """Each RPC translates its message and calls `SequenceService`; no logic of its own."""
 
-    def __init__(self, sessions: SessionService, sequences: SequenceService) -> None:
-        self.sessions = sessions
+    def __init__(self, sequences: SequenceService) -> None:
         self.sequences = sequences
+        self.sessions = sequences.sessions
 
     async def server_live(
         self, request: pb.ServerLiveRequest, namespace: str
@@ -28,17 +27,14 @@ class InferenceService:
     async def server_ready(
         self, request: pb.ServerReadyRequest, namespace: str
     ) -> pb.ServerReadyResponse:
-        try:
-            await self.sessions.store.ping()
-        except StoreUnavailable:
-            return pb.ServerReadyResponse(ready=False)
-        return pb.ServerReadyResponse(ready=bool(self.sessions.models.all()))
+        readiness = await self.sessions.readiness()
+        return pb.ServerReadyResponse(ready=readiness.ready)
 
     async def model_ready(
         self, request: pb.ModelReadyRequest, namespace: str
     ) -> pb.ModelReadyResponse:
         try:
-            served(self.sessions.models, request.name, request.version or None)
+            self.sessions.model(request.name, request.version or None)
         except ModelNotFound:
             return pb.ModelReadyResponse(ready=False)  # as Triton: not ready, not an error
         return pb.ModelReadyResponse(ready=True)
@@ -53,13 +49,13 @@ class InferenceService:
     async def model_metadata(
         self, request: pb.ModelMetadataRequest, namespace: str
     ) -> pb.ModelMetadataResponse:
-        model = served(self.sessions.models, request.name, request.version or None)
+        model = self.sessions.model(request.name, request.version or None)
         return pb.ModelMetadataResponse(**metadata(model))
 
     async def model_config(
         self, request: pb.ModelConfigRequest, namespace: str
     ) -> pb.ModelConfigResponse:
-        model = served(self.sessions.models, request.name, request.version or None)
+        model = self.sessions.model(request.name, request.version or None)
         limits = self.sessions.limits
         inputs, outputs = input_spec(model), output_spec(model)
         fp32 = config_pb.DataType.TYPE_FP32
@@ -82,11 +78,11 @@ class InferenceService:
     async def model_infer(
         self, request: pb.ModelInferRequest, namespace: str
     ) -> pb.ModelInferResponse:
-        model = served(self.sessions.models, request.model_name, request.model_version or None)
+        model = self.sessions.model(request.model_name, request.model_version or None)
         spec = output_spec(model)
         call = decode_infer(request, input_spec(model), spec)
         if call.sequence_id is None:
-            outputs = await self.sequences.infer_batch(model, call.inputs)
+            outputs = await self.sessions.predict_stateless(model, call.inputs)
             return encode_infer(model, call.id, spec, outputs)
         result = await self.sequences.infer(
             namespace,

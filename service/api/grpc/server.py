@@ -24,7 +24,6 @@ from service.api.grpc.stream import InferStream
 from service.api.grpc.triton import grpc_service_pb2 as pb
 from service.api.metrics import PrometheusMetrics
 from service.core.sequences import SequenceService
-from service.core.sessions import SessionService
 from service.errors import ServiceError
 from service.settings import Settings
 
@@ -57,13 +56,12 @@ class GrpcServer:
     def __init__(
         self,
         settings: Settings,
-        sessions: SessionService,
         sequences: SequenceService,
         api_keys: ApiKeys | None,
         metrics: PrometheusMetrics,
     ) -> None:
         self.settings = settings
-        self.service = InferenceService(sessions, sequences)
+        self.service = InferenceService(sequences)
         self.auth = Authenticator(api_keys)
         self.observer = CallObserver(metrics, settings.access_log)
         self.port = 0

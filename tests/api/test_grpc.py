@@ -270,6 +270,25 @@ def test_aio_stream_resends_by_offset_and_gets_the_same_answer(served):
     assert joined.tobytes() == predict(app, MODEL, x).tobytes()
 
 
+def test_aio_unary_sequence_equals_native_predict(served):
+    app, address = served
+    x = np.random.default_rng(9).normal(size=(1, 11, 16)).astype(np.float32)
+    sequence_id = int(uuid.uuid4().int % 2**62) + 1
+
+    async def scenario() -> list[np.ndarray]:
+        async with aioclient.InferenceServerClient(address) as triton_client:
+            first = await triton_client.infer(
+                MODEL, inputs_of(x[:, :4]), sequence_id=sequence_id, sequence_start=True
+            )
+            second = await triton_client.infer(
+                MODEL, inputs_of(x[:, 4:]), sequence_id=sequence_id, sequence_end=True
+            )
+            return [first.as_numpy("outputs")[0], second.as_numpy("outputs")[0]]
+
+    outputs = asyncio.run(scenario())
+    assert np.concatenate(outputs).tobytes() == predict(app, MODEL, x[0]).tobytes()
+
+
 FRESH_KEY = f"k3-{uuid.uuid4().hex}"  # holds no session from an earlier run
 
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import grpc
 
-from service.api.auth import MESSAGE, ApiKeys, bearer_token
+from service.api.auth import ApiKeys, bearer_token
 from service.api.deps import DEFAULT_NAMESPACE
-from service.api.metrics import PrometheusMetrics
 from service.api.observe import log_timestamp
 from service.errors import ServiceError, Unauthorized
 from service.logs import ACCESS_LOGGER
+from service.metrics import PrometheusMetrics
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -71,7 +71,7 @@ class Authenticator:
         token = bearer_token(header.encode("latin-1")) if header is not None else None
         namespace = self.keys.namespace_for(token) if token is not None else None
         if namespace is None:
-            raise Unauthorized(MESSAGE)
+            raise Unauthorized()
         return namespace
 
 

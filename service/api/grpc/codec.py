@@ -23,7 +23,7 @@ from service.api.v2_codec import (
     refuse_unsupported,
     sequence_fields,
 )
-from service.core.inputs import Floats
+from service.core.arrays import Floats
 from service.core.models import ServedModel
 from service.core.sessions import ChunkResult
 from service.errors import InvalidInput

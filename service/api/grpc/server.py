@@ -22,9 +22,9 @@ from service.api.grpc.inference import InferenceService
 from service.api.grpc.stream import METHOD as STREAM_METHOD
 from service.api.grpc.stream import InferStream
 from service.api.grpc.triton import grpc_service_pb2 as pb
-from service.api.metrics import PrometheusMetrics
 from service.core.sequences import SequenceService
 from service.errors import ServiceError
+from service.metrics import PrometheusMetrics
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

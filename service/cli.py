@@ -16,6 +16,11 @@ from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
 from service.store.embedded import redis_url_or_embedded
 
+# uvicorn kills a worker that does not answer its supervisor's ping within this time. Its
+# default (5 s) kills workers still importing TensorFlow or compiling kernels on a busy
+# host (both hold the GIL for seconds), and the replacement dies the same way.
+WORKER_HEALTHCHECK_SECONDS = 120
+
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     # uvicorn re-raises SIGTERM after its graceful shutdown; leaving through SystemExit
@@ -74,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
             log_level=args.log_level,
             log_config=log_config,
             access_log=False,  # the app writes its own JSON access log

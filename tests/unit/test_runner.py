@@ -1,4 +1,4 @@
-"""The numpy runner against Keras itself, and its chunk- and batch-invariance."""
+"""The compiled runner against Keras itself, and its chunk- and batch-invariance."""
 
 import keras
 import numpy as np

@@ -60,6 +60,7 @@ class _Recurrent:
         self.units = int(self.recurrent_kernel.shape[0])
         self.kernel = _c(self.kernel)
         self.recurrent_kernel = _c(self.recurrent_kernel)
+        self._bias = _or_zeros(self.bias, int(self.recurrent_kernel.shape[1]))
 
     @property
     def output_features(self) -> int:
@@ -75,13 +76,12 @@ class LSTMStage(_Recurrent):
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
 
     def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        bias = _or_zeros(self.bias, 4 * self.units)
         return kernels.lstm(  # type: ignore[no-any-return]
             x,
             _c(state),
             self.kernel,
             self.recurrent_kernel,
-            bias,
+            self._bias,
             self.activation,
             self.recurrent_activation,
             self.return_sequences,
@@ -133,7 +133,7 @@ class SimpleRNNStage(_Recurrent):
             _c(state),
             self.kernel,
             self.recurrent_kernel,
-            _or_zeros(self.bias, self.units),
+            self._bias,
             self.activation,
             self.return_sequences,
         )

@@ -14,7 +14,8 @@ import msgspec
 import numpy as np
 from fastapi import Request, Response
 
-from service.core.inputs import Floats, as_array
+from service.core.arrays import Floats
+from service.core.inputs import as_array
 from service.errors import InvalidInput
 
 OCTET_STREAM = "application/octet-stream"

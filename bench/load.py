@@ -6,6 +6,7 @@ server's. It imports neither numpy nor any HTTP library: one request costs a
 The answer is one JSON object on stdout.
 """
 
+import array
 import asyncio
 import contextlib
 import json
@@ -34,11 +35,15 @@ class Connection:
         )
         return self
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes = b"", binary: bool = False
+    ) -> tuple[int, bytes]:
         assert self._reader is not None and self._writer is not None
+        media = "application/octet-stream" if binary else "application/json"
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            f"Content-Type: {media}\r\nAccept: {media}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
         )
         self._writer.write(head.encode() + body)
         raw = await self._reader.readuntil(b"\r\n\r\n")
@@ -62,15 +67,23 @@ class Connection:
                 await self._writer.wait_closed()
 
 
-def chunk_bodies(steps: int, features: int, count: int, seed: int) -> list[bytes]:
-    """`count` request bodies of `steps` random timesteps, encoded once up front."""
+def chunk_bodies(
+    steps: int, features: int, count: int, seed: int, binary: bool = False
+) -> list[bytes]:
+    """`count` request bodies of `steps` random timesteps, encoded once up front: JSON, or
+    little-endian float32 (`binary`)."""
     rng = random.Random(seed)
-    return [
-        json.dumps(
-            {"inputs": [[rng.gauss(0.0, 1.0) for _ in range(features)] for _ in range(steps)]}
-        ).encode()
-        for _ in range(count)
-    ]
+    bodies = []
+    for _ in range(count):
+        rows = [[rng.gauss(0.0, 1.0) for _ in range(features)] for _ in range(steps)]
+        if binary:
+            values = array.array("f", [value for row in rows for value in row])
+            if sys.byteorder == "big":
+                values.byteswap()
+            bodies.append(values.tobytes())
+        else:
+            bodies.append(json.dumps({"inputs": rows}).encode())
+    return bodies
 
 
 @dataclass
@@ -94,6 +107,7 @@ class Spec:
     max_seconds: float = 60.0
     max_requests: int = 0
     stateless: bool = False
+    binary: bool = False
     seed: int = 0
     session_prefix: str = "bench"
 
@@ -174,13 +188,14 @@ async def _client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
             session_id = await _new_session(conn, spec, index)
             tally.session_ids.append(session_id)
             path = f"/v1/sessions/{session_id}/predict"
-        bodies = chunk_bodies(spec.steps, spec.features, 16, spec.seed * 1000 + index)
+        bodies = chunk_bodies(spec.steps, spec.features, 16, spec.seed * 1000 + index, spec.binary)
         window.client_ready()
         await window.ready.wait()
         sent = 0
         while not window.stop.is_set():
             began = time.perf_counter_ns()
-            status, answer = await conn.request("POST", path, bodies[sent % len(bodies)])
+            body = bodies[sent % len(bodies)]
+            status, answer = await conn.request("POST", path, body, spec.binary)
             ended = time.perf_counter_ns()
             sent += 1
             if status != 200:
@@ -218,6 +233,7 @@ def summary(spec: Spec, window: Window, tally: Tally) -> dict[str, Any]:
         "concurrency": spec.concurrency,
         "steps": spec.steps,
         "stateless": spec.stateless,
+        "binary": spec.binary,
         "requests": len(latencies),
         "seconds": seconds,
         "throughput": len(latencies) / seconds,

@@ -73,8 +73,49 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
             3.0,
         ),
         _target("Redis bytes per session (MEMORY USAGE)", memory, "<=", 1.3 * raw + 300),
+        *_long_chunk_targets(results),
     ]
     return {"by_concurrency": by_concurrency, "targets": targets}
+
+
+def _steps_per_second(entry: dict[str, Any] | None) -> float | None:
+    return entry.get("steps_per_second") if entry else None
+
+
+def _long_chunk_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 9: long chunks and long stateless predicts against the naive baseline."""
+    systems = results["systems"]
+    service, naive = systems.get("service", {}), systems.get("naive", {})
+    steps = max(results["sizes"]["chunk_steps"])
+
+    def chunk(system: dict[str, Any]) -> dict[str, Any] | None:
+        return next((r for r in system.get("chunks", []) if r["steps"] == steps), None)
+
+    naive_chunk = _steps_per_second(chunk(naive))
+    stateless_steps = results["sizes"]["stateless_steps"]
+    return [
+        _target(
+            f"steps/s vs naive, {steps}-step JSON chunks",
+            _ratio(_steps_per_second(chunk(service)), naive_chunk),
+            ">=",
+            15,
+        ),
+        _target(
+            f"steps/s vs naive, {steps}-step binary chunks",
+            _ratio(_steps_per_second(service.get("binary_chunks")), naive_chunk),
+            ">=",
+            25,
+        ),
+        _target(
+            f"steps/s vs naive model.predict, stateless {stateless_steps} steps",
+            _ratio(
+                _steps_per_second(service.get("stateless")),
+                _steps_per_second(naive.get("stateless")),
+            ),
+            ">=",
+            15,
+        ),
+    ]
 
 
 def _target(name: str, value: float | None, op: str, bound: float) -> dict[str, Any]:

@@ -157,6 +157,22 @@ def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool)
             )
             report.progress(name, f"{steps}-step chunks", result)
             out["chunks"].append(result)
+        if name == "service":
+            # Long chunks as little-endian float32 bodies and answers (the naive baseline
+            # only speaks JSON).
+            steps = max(sizes.chunk_steps)
+            out["binary_chunks"] = load(
+                server,
+                concurrency=sizes.chunk_concurrency,
+                steps=steps,
+                binary=True,
+                warmup_seconds=sizes.chunk_warmup_seconds,
+                seconds=sizes.chunk_seconds,
+                min_requests=sizes.chunk_min_requests,
+                max_seconds=sizes.max_seconds,
+                session_prefix=f"{name}-b{steps}",
+            )
+            report.progress(name, f"{steps}-step binary chunks", out["binary_chunks"])
         out["stateless"] = load(
             server,
             concurrency=1,

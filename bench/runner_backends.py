@@ -1,6 +1,11 @@
-"""Why the runner is numpy: time one chunk of sensor-lstm through each way of running it.
+"""The runner alone: one chunk of sensor-lstm through each way of running it, in one run.
 
-Run: python -m bench.runner_backends   (prints a table; about a minute)
+The compiled kernels (the service's runner), the numpy runner they replaced
+(bench/numpy_runner.py), a stock Keras streaming twin in a tf.function, and
+`model.predict`. Ratios come from the same run, so they survive a noisy machine better
+than the absolute times.
+
+Run: python -m bench.runner_backends   (prints a table; about two minutes)
 """
 
 import statistics
@@ -11,6 +16,7 @@ from typing import Any
 import numpy as np
 
 import service  # noqa: F401  (environment defaults before TensorFlow loads)
+from bench.numpy_runner import NumpyRunner
 from service.core.models import load_model
 from service.settings import DEMO_MODEL_DIR
 
@@ -59,32 +65,36 @@ def keras_streaming_twin() -> Callable[[np.ndarray, list[np.ndarray]], Any]:
 def main() -> None:
     served = load_model(MODEL)
     runner = served.runner
+    numpy_runner = NumpyRunner(runner)
     import keras
 
     keras_model = keras.saving.load_model(MODEL, safe_mode=True, compile=False)
     twin = keras_streaming_twin()
     zeros = [np.zeros((1, 64), np.float32) for _ in range(4)]
     rows = []
-    for steps in (1, 10, 100):
+    for steps in (1, 10, 100, 1000):
         x = np.random.default_rng(0).normal(size=(steps, 16)).astype(np.float32)
         state = runner.initial_state()
         rows.append(
             (
                 steps,
                 per_call_ms(lambda x=x, state=state: runner.step(x, state)),
+                per_call_ms(lambda x=x, state=state: numpy_runner.step(x, state)),
                 per_call_ms(lambda x=x: twin(x[None], zeros)),
                 per_call_ms(lambda x=x: keras_model.predict(x[None], verbose=0), budget_s=3),
             )
         )
-    print("sensor-lstm, one session, median ms per chunk")
-    print(f"{'steps':>6} {'numpy runner':>13} {'tf.function twin':>17} {'model.predict':>14}")
-    for steps, numpy_ms, tf_ms, predict_ms in rows:
-        print(f"{steps:>6} {numpy_ms:>13.3f} {tf_ms:>17.3f} {predict_ms:>14.3f}")
-    for steps, numpy_ms, tf_ms, predict_ms in rows:
-        print(
-            f"{steps:>4} steps: tf.function / numpy = {tf_ms / numpy_ms:.1f}x, "
-            f"predict / numpy = {predict_ms / numpy_ms:.0f}x"
+    names = ("compiled", "numpy runner", "tf.function twin", "model.predict")
+    print("sensor-lstm, one session, median microseconds per timestep")
+    print(f"{'steps':>6}" + "".join(f"{name:>18}" for name in names))
+    for steps, *times in rows:
+        print(f"{steps:>6}" + "".join(f"{1000 * ms / steps:>18.2f}" for ms in times))
+    print("how many times faster the compiled runner is, same run")
+    for steps, compiled_ms, *others in rows:
+        ratios = ", ".join(
+            f"{name} {ms / compiled_ms:.1f}x" for name, ms in zip(names[1:], others, strict=True)
         )
+        print(f"{steps:>6} steps: {ratios}")
 
 
 if __name__ == "__main__":

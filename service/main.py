@@ -18,6 +18,7 @@ from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
 from service.api.routes import health, metrics, models, sessions, v2
 from service.core.batcher import MicroBatcher
+from service.core.kernel_cache import compile_kernels
 from service.core.models import ModelRegistry
 from service.core.sequences import SequenceService
 from service.core.sessions import SessionLimits, SessionService
@@ -53,6 +54,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             redis_url, settings.redis_timeout_seconds, cluster=settings.redis_cluster
         )
         store = TimedStateStore(redis_store, telemetry)
+        compile_seconds = await asyncio.to_thread(compile_kernels, settings.kernel_cache_dir)
+        if compile_seconds:
+            log.info(
+                "kernels ready in %.1f s (cache %s)", compile_seconds, settings.kernel_cache_dir
+            )
         models = registry
         if models is None:
             models = await asyncio.to_thread(

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     """How long a chunk waits for others to join its batch. 0: it takes only the chunks
     already waiting in the same event-loop turn, and adds no delay."""
 
+    kernel_cache_dir: Path | None = Path.home() / ".cache" / "lstm-stream" / "kernels"
+    """Where the compiled kernels are cached (numba's cache, under a digest of the kernel
+    sources), so a restart loads them instead of compiling (~20 s of CPU). Several
+    processes may share it; the container image fills it at build time. Empty: compile
+    in memory at every start."""
+
     probe_steps: int = Field(64, gt=0)
     """Length of the probe sequence each model is checked on against Keras at load."""
 
@@ -92,7 +98,7 @@ class Settings(BaseSettings):
     def _empty_url_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("api_keys", "api_keys_file", mode="before")
+    @field_validator("api_keys", "api_keys_file", "kernel_cache_dir", mode="before")
     @classmethod
     def _empty_keys_are_unset(cls, value: object) -> object:
         return None if value == "" else value

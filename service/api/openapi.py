@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from service.api.auth import is_protected
 from service.api.errors import is_v2, responses
+from service.api.schemas import ChunkRequest, PredictRequest
 from service.errors import InvalidInput, Unauthorized
 
 SCHEME = "apiKey"
@@ -114,6 +115,16 @@ def _add_session_links(document: dict[str, Any]) -> None:
             }
 
 
+def _add_request_schemas(document: dict[str, Any]) -> None:
+    # The tensor routes read their bodies themselves (JSON or binary), so FastAPI does not
+    # list the JSON body's schema that their requestBody refers to.
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ChunkRequest, PredictRequest):
+        schemas.setdefault(
+            model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
+
+
 def install_openapi(app: FastAPI, secured: bool) -> None:
     build = app.openapi
 
@@ -121,6 +132,7 @@ def install_openapi(app: FastAPI, secured: bool) -> None:
         if app.openapi_schema is None:
             document = build()
             _fix_validation_errors(document)
+            _add_request_schemas(document)
             _add_session_links(document)
             if secured:
                 _add_security(document)

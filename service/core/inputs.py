@@ -39,6 +39,21 @@ def _malformed(rows: list[Any]) -> InvalidInput:
     return InvalidInput("inputs must be numbers")
 
 
+def as_rows(model: "ServedModel", x: Floats) -> Floats:
+    """A binary body's flat float32 values as rows of the model's features (arrays that
+    already have rows pass unchanged)."""
+    if x.ndim != 1:
+        return x
+    features = model.runner.input_features
+    if x.size % features:
+        raise InvalidInput(
+            f"a binary body of {x.size} float32 values is not a whole number of timesteps "
+            f"of {features} features",
+            expected_features=features,
+        )
+    return x.reshape(-1, features)
+
+
 def check_chunk(model: "ServedModel", x: Floats, max_steps: int) -> None:
     """Refuse a (T, F) chunk or a (B, T, F) batch the model cannot take, before anything
     is written: wrong features, empty, more than `max_steps` timesteps in all, non-finite."""

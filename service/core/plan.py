@@ -5,7 +5,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from service.core.activations import numpy_activation
+from service.core.activations import activation_code
 from service.core.arrays import F32
 from service.core.runner import (
     ActivationStage,
@@ -79,23 +79,24 @@ def _recurrent_stage(layer: Any) -> Any:
             "the sequence from its end, which a stream does not have yet"
         )
     w = _weights(cell)
+    recurrent_activation = activation_code(getattr(cell, "recurrent_activation", None), layer.name)
     common = {
         "name": layer.name,
         "kernel": w["kernel"],
         "recurrent_kernel": w["recurrent_kernel"],
         "bias": w.get("bias"),
-        "activation": numpy_activation(cell.activation),
+        "activation": activation_code(cell.activation, layer.name),
         "return_sequences": bool(layer.return_sequences),
     }
     if isinstance(layer, keras.layers.LSTM):
-        return LSTMStage(**common, recurrent_activation=numpy_activation(cell.recurrent_activation))
+        return LSTMStage(**common, recurrent_activation=recurrent_activation)
     if isinstance(layer, keras.layers.GRU):
         return GRUStage(
             **common,
-            recurrent_activation=numpy_activation(cell.recurrent_activation),
+            recurrent_activation=recurrent_activation,
             reset_after=bool(cell.reset_after),
         )
-    return SimpleRNNStage(**common, recurrent_activation=numpy_activation(None))
+    return SimpleRNNStage(**common, recurrent_activation=activation_code(None))
 
 
 def _per_step_stage(layer: Any, features: int) -> Any | None:
@@ -109,9 +110,9 @@ def _per_step_stage(layer: Any, features: int) -> Any | None:
         if getattr(layer, "quantization_mode", None) or getattr(layer, "lora_enabled", False):
             raise ModelNotStreamable(f"layer '{layer.name}' (Dense) is quantized or uses LoRA")
         w = _weights(layer)
-        return DenseStage(w["kernel"], w.get("bias"), numpy_activation(layer.activation))
+        return DenseStage(w["kernel"], w.get("bias"), activation_code(layer.activation, layer.name))
     if isinstance(layer, keras.layers.Activation):
-        return ActivationStage(numpy_activation(layer.activation), features)
+        return ActivationStage(activation_code(layer.activation, layer.name), features)
     if isinstance(layer, keras.layers.LayerNormalization | keras.layers.BatchNormalization):
         axis = layer.axis if isinstance(layer.axis, int) else list(layer.axis)
         if axis not in (-1, [-1], 2, [2]):

@@ -1,10 +1,10 @@
-"""The streaming runner: numpy stages computed one timestep and one row at a time.
+"""The streaming runner: compiled kernels computing each session row on its own.
 
-Every matrix product is a stack of row-vector products (`x[..., None, :] @ W`), so
-each row is computed by the same BLAS call whatever else shares the array. That
-makes outputs and state bitwise independent of how a sequence is chunked and of
-which sessions are batched together. Arrays fed to BLAS are kept C-contiguous so
-the same kernel path is taken on every call.
+Each stage holds one layer's float32 weights (C-contiguous, as the kernels are compiled
+for) and the codes of its activations, and calls one kernel of `service.core.kernels`
+per batch. The kernels fix the order of every float32 operation and use no BLAS and no
+libm, so outputs and state are bitwise independent of chunking, of the sessions batched
+together and of the CPU.
 """
 
 from dataclasses import dataclass, field
@@ -12,20 +12,25 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from service.core.activations import Activation, Array
-from service.core.arrays import F32
+from service.core import kernels
+from service.core.activations import GLU
+from service.core.arrays import F32, Floats
+from service.core.kernel_cache import compile_kernels
 
 
-def _rowwise_matmul(x: Array, w: Array) -> Array:
-    out: Array = np.matmul(np.ascontiguousarray(x)[..., None, :], w)[..., 0, :]
-    return out
+def _c(array: Floats) -> Floats:
+    return np.ascontiguousarray(array, dtype=F32)
+
+
+def _or_zeros(array: Floats | None, size: int) -> Floats:
+    return _c(array) if array is not None else np.zeros(size, F32)
 
 
 class Stage(Protocol):
     state_size: int
     output_features: int
 
-    def forward(self, x: Array, state: Array) -> tuple[Array, Array]:
+    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
         """x: (B, T, F); state: (B, state_size). Returns (y, new_state)."""
         ...
 
@@ -43,52 +48,44 @@ class _Recurrent:
     kind: ClassVar[str]
     state_names: ClassVar[tuple[str, ...]]
     name: str
-    kernel: Array
-    recurrent_kernel: Array
-    bias: Array | None
-    activation: Activation
-    recurrent_activation: Activation
+    kernel: Floats
+    recurrent_kernel: Floats
+    bias: Floats | None
+    activation: int
+    recurrent_activation: int
     return_sequences: bool
     units: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.units = int(self.recurrent_kernel.shape[0])
+        self.kernel = _c(self.kernel)
+        self.recurrent_kernel = _c(self.recurrent_kernel)
+        self._bias = _or_zeros(self.bias, int(self.recurrent_kernel.shape[1]))
 
     @property
     def output_features(self) -> int:
         return self.units
 
-    def _collect(self, outputs: list[Array]) -> Array:
-        if self.return_sequences:
-            return np.stack(outputs, axis=1)
-        return outputs[-1][:, None, :]
+    @property
+    def state_size(self) -> int:
+        return self.units * len(self.state_names)
 
 
 class LSTMStage(_Recurrent):
     kind: ClassVar[str] = "LSTM"
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
 
-    @property
-    def state_size(self) -> int:
-        return 2 * self.units
-
-    def forward(self, x: Array, state: Array) -> tuple[Array, Array]:
-        u = self.units
-        projected = _rowwise_matmul(x, self.kernel)
-        h = np.ascontiguousarray(state[:, :u])
-        c = np.ascontiguousarray(state[:, u:])
-        outputs = []
-        for t in range(x.shape[1]):
-            z = projected[:, t] + _rowwise_matmul(h, self.recurrent_kernel)
-            if self.bias is not None:
-                z = z + self.bias
-            i = self.recurrent_activation(z[:, :u])
-            f = self.recurrent_activation(z[:, u : 2 * u])
-            c = f * c + i * self.activation(z[:, 2 * u : 3 * u])
-            o = self.recurrent_activation(z[:, 3 * u :])
-            h = o * self.activation(c)
-            outputs.append(h)
-        return self._collect(outputs), np.concatenate([h, c], axis=1)
+    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+        return kernels.lstm(  # type: ignore[no-any-return]
+            x,
+            _c(state),
+            self.kernel,
+            self.recurrent_kernel,
+            self._bias,
+            self.activation,
+            self.recurrent_activation,
+            self.return_sequences,
+        )
 
 
 @dataclass
@@ -100,133 +97,128 @@ class GRUStage(_Recurrent):
     def __post_init__(self) -> None:
         super().__post_init__()
         u = self.units
-        rk = self.recurrent_kernel
-        self._rk_gates = np.ascontiguousarray(rk[:, : 2 * u])
-        self._rk_candidate = np.ascontiguousarray(rk[:, 2 * u :])
-        self._input_bias: Array | None = None
-        self._recurrent_bias: Array | None = None
-        if self.bias is not None:
-            if self.reset_after:
-                self._input_bias, self._recurrent_bias = self.bias[0], self.bias[1]
-            else:
-                self._input_bias = self.bias
+        self._gates_kernel = _c(self.recurrent_kernel[:, : 2 * u])
+        self._candidate_kernel = _c(self.recurrent_kernel[:, 2 * u :])
+        input_bias = recurrent_bias = None
+        if self.bias is not None and self.reset_after:
+            input_bias, recurrent_bias = self.bias[0], self.bias[1]
+        elif self.bias is not None:
+            input_bias = self.bias
+        self._input_bias = _or_zeros(input_bias, 3 * u)
+        self._recurrent_bias = _or_zeros(recurrent_bias, 3 * u)
 
-    @property
-    def state_size(self) -> int:
-        return self.units
-
-    def forward(self, x: Array, state: Array) -> tuple[Array, Array]:
-        u = self.units
-        projected = _rowwise_matmul(x, self.kernel)
-        if self._input_bias is not None:
-            projected = projected + self._input_bias
-        h = np.ascontiguousarray(state)
-        outputs = []
-        for t in range(x.shape[1]):
-            xt = projected[:, t]
-            if self.reset_after:
-                inner = _rowwise_matmul(h, self.recurrent_kernel)
-                if self._recurrent_bias is not None:
-                    inner = inner + self._recurrent_bias
-            else:
-                inner = _rowwise_matmul(h, self._rk_gates)
-            z = self.recurrent_activation(xt[:, :u] + inner[:, :u])
-            r = self.recurrent_activation(xt[:, u : 2 * u] + inner[:, u : 2 * u])
-            if self.reset_after:
-                recurrent_h = r * inner[:, 2 * u :]
-            else:
-                recurrent_h = _rowwise_matmul(r * h, self._rk_candidate)
-            candidate = self.activation(xt[:, 2 * u :] + recurrent_h)
-            h = z * h + (F32(1.0) - z) * candidate
-            outputs.append(h)
-        return self._collect(outputs), h
+    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+        return kernels.gru(  # type: ignore[no-any-return]
+            x,
+            _c(state),
+            self.kernel,
+            self._gates_kernel,
+            self._candidate_kernel,
+            self._input_bias,
+            self._recurrent_bias,
+            self.activation,
+            self.recurrent_activation,
+            self.reset_after,
+            self.return_sequences,
+        )
 
 
 class SimpleRNNStage(_Recurrent):
     kind: ClassVar[str] = "SimpleRNN"
     state_names: ClassVar[tuple[str, ...]] = ("h",)
 
-    @property
-    def state_size(self) -> int:
-        return self.units
+    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+        return kernels.simple_rnn(  # type: ignore[no-any-return]
+            x,
+            _c(state),
+            self.kernel,
+            self.recurrent_kernel,
+            self._bias,
+            self.activation,
+            self.return_sequences,
+        )
 
-    def forward(self, x: Array, state: Array) -> tuple[Array, Array]:
-        projected = _rowwise_matmul(x, self.kernel)
-        if self.bias is not None:
-            projected = projected + self.bias
-        h = np.ascontiguousarray(state)
-        outputs = []
-        for t in range(x.shape[1]):
-            h = self.activation(projected[:, t] + _rowwise_matmul(h, self.recurrent_kernel))
-            outputs.append(h)
-        return self._collect(outputs), h
+
+def _halved_by_glu(y: Floats, activation: int) -> Floats:
+    return _c(y[..., : y.shape[-1] // 2]) if activation == GLU else y
 
 
 @dataclass
 class DenseStage:
-    kernel: Array
-    bias: Array | None
-    activation: Activation
+    kernel: Floats
+    bias: Floats | None
+    activation: int
     state_size: int = 0
+
+    def __post_init__(self) -> None:
+        self.kernel = _c(self.kernel)
+        self._bias = _or_zeros(self.bias, self.kernel.shape[1])
 
     @property
     def output_features(self) -> int:
-        return int(self.kernel.shape[1])
+        units = int(self.kernel.shape[1])
+        return units // 2 if self.activation == GLU else units
 
-    def forward(self, x: Array, state: Array) -> tuple[Array, Array]:
-        y = _rowwise_matmul(x, self.kernel)
-        if self.bias is not None:
-            y = y + self.bias
-        return self.activation(y), state
+    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+        y = kernels.dense(x, self.kernel, self._bias, self.activation)
+        return _halved_by_glu(y, self.activation), state
 
 
 @dataclass
 class ActivationStage:
-    activation: Activation
-    output_features: int
+    activation: int
+    input_features: int
     state_size: int = 0
 
-    def forward(self, x: Array, state: Array) -> tuple[Array, Array]:
-        return self.activation(np.ascontiguousarray(x)), state
+    @property
+    def output_features(self) -> int:
+        return self.input_features // 2 if self.activation == GLU else self.input_features
+
+    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+        return _halved_by_glu(kernels.pointwise(x, self.activation), self.activation), state
 
 
 @dataclass
 class NormalizationStage:
     """LayerNormalization (statistics over the last axis) or an inference-time
-    BatchNormalization (fixed moving statistics): x * inv + (beta - mean * inv)."""
+    BatchNormalization (fixed moving statistics)."""
 
-    gamma: Array | None
-    beta: Array | None
+    gamma: Floats | None
+    beta: Floats | None
     epsilon: float
     output_features: int
-    moving_mean: Array | None = None
-    moving_variance: Array | None = None
+    moving_mean: Floats | None = None
+    moving_variance: Floats | None = None
     rms_scaling: bool = False
     state_size: int = 0
 
-    def forward(self, x: Array, state: Array) -> tuple[Array, Array]:
-        x = np.ascontiguousarray(x)
-        if self.moving_mean is not None and self.moving_variance is not None:
-            mean, variance = self.moving_mean, self.moving_variance
-        else:
-            mean = x.mean(axis=-1, keepdims=True)
-            variance = np.square(x - mean).mean(axis=-1, keepdims=True)
-        inv = F32(1.0) / np.sqrt(variance + F32(self.epsilon))
-        if self.rms_scaling:
-            y = x * inv
-            return (y * self.gamma if self.gamma is not None else y), state
-        if self.gamma is not None:
-            inv = inv * self.gamma
-        shift = -mean * inv
-        if self.beta is not None:
-            shift = shift + self.beta
-        return x * inv + shift, state
+    def __post_init__(self) -> None:
+        n = self.output_features
+        self._gamma = _c(self.gamma) if self.gamma is not None else np.ones(n, F32)
+        self._beta = _or_zeros(self.beta, n)
+        self._moving = self.moving_mean is not None and self.moving_variance is not None
+        self._mean = _or_zeros(self.moving_mean, n)
+        self._variance = _or_zeros(self.moving_variance, n)
+
+    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+        y = kernels.normalize(
+            x,
+            self._gamma,
+            self._beta,
+            F32(self.epsilon),
+            self._mean,
+            self._variance,
+            self._moving,
+            self.rms_scaling,
+        )
+        return y, state
 
 
 class StreamingRunner:
-    """`step(x, state) -> (outputs, new_state)` for one model, as pure numpy."""
+    """`step(x, state) -> (outputs, new_state)` for one model, on the compiled kernels."""
 
     def __init__(self, stages: list[Any], input_features: int) -> None:
+        compile_kernels()  # no-op once the service has compiled them with its cache
         self.stages = stages
         self.input_features = input_features
         self.state_size: int = sum(stage.state_size for stage in stages)
@@ -242,19 +234,20 @@ class StreamingRunner:
     def state_bytes(self) -> int:
         return int(self.state_size) * 4
 
-    def initial_state(self) -> Array:
+    def initial_state(self) -> Floats:
         return np.zeros(self.state_size, dtype=F32)
 
-    def step(self, x: Array, state: Array) -> tuple[Array, Array]:
+    def step(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
         """x: (T, F) float32; state: (state_size,). Outputs are (T, U), or (U,) when
         the model returns only the last step."""
         outputs, states = self.step_batch(x[None], state[None])
         return outputs[0], states[0]
 
-    def step_batch(self, x: Array, states: Array) -> tuple[Array, Array]:
+    def step_batch(self, x: Floats, states: Floats) -> tuple[Floats, Floats]:
         """x: (B, T, F); states: (B, state_size). Row b of the result equals
         `step(x[b], states[b])` bit for bit."""
-        y = np.ascontiguousarray(x, dtype=F32)
+        y = _c(x)
+        states = _c(states)
         new_states = []
         offset = 0
         for stage in self.stages:
@@ -264,9 +257,7 @@ class StreamingRunner:
                 new_states.append(new_own)
             offset += stage.state_size
         out_state = (
-            np.concatenate(new_states, axis=1).astype(F32, copy=False)
-            if new_states
-            else np.zeros((x.shape[0], 0), dtype=F32)
+            np.concatenate(new_states, axis=1) if new_states else np.zeros((x.shape[0], 0), F32)
         )
         if not self.per_step:
             return y[:, -1, :], out_state

@@ -13,7 +13,7 @@ import numpy as np
 
 from service.core.arrays import Floats
 from service.core.batcher import MicroBatcher
-from service.core.inputs import check_chunk
+from service.core.inputs import as_rows, check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ModelRegistry, ServedModel
 from service.core.session_record import SessionRecord, chunk_digest
@@ -176,6 +176,7 @@ class SessionService:
     async def predict_stateless(self, model: ServedModel, x: Floats) -> Floats:
         """A (T, F) sequence or a (B, T, F) batch from zero state: row b equals a one-row
         call on `x[b]`, and every chunking of a session, bit for bit."""
+        x = as_rows(model, x)
         check_chunk(model, x, self.limits.max_predict_steps)
         with self._counted():
             if x.ndim == 2:
@@ -263,17 +264,19 @@ class SessionService:
     async def predict(
         self, namespace: str, session_id: str, x: Floats, offset: int | None = None
     ) -> ChunkResult:
-        """Apply the (T, F) chunk `x` at the session's step, exactly once (see `offset`)."""
+        """Apply the (T, F) chunk `x` (or a binary body's flat values) at the session's
+        step, exactly once (see `offset`)."""
 
         async def advance(record: SessionRecord) -> tuple[SessionRecord | None, ChunkResult]:
             model = self._model_for(record, session_id)
-            check_chunk(model, x, self.limits.max_chunk_steps)
-            digest = chunk_digest(x)
+            rows = as_rows(model, x)
+            check_chunk(model, rows, self.limits.max_chunk_steps)
+            digest = chunk_digest(rows)
             if offset is not None and offset != record.steps:
                 return None, self._replay_or_conflict(record, session_id, offset, digest)
-            outputs, state = await self._run(model, x, record.state)
+            outputs, state = await self._run(model, rows, record.state)
             updated = record.advanced(
-                steps=record.steps + x.shape[0],
+                steps=record.steps + rows.shape[0],
                 updated_ms=self._clock(),
                 state=state,
                 last_offset=record.steps,

@@ -1,4 +1,4 @@
-"""The numpy runner against Keras itself, and its chunk- and batch-invariance."""
+"""The compiled runner against Keras itself, and its chunk- and batch-invariance."""
 
 import keras
 import numpy as np
@@ -175,3 +175,24 @@ def test_probe_tolerance_refuses_a_model_that_differs_from_keras(tmp_path):
     assert load_model(tmp_path / "m.keras").probe_max_error <= 1e-5
     with pytest.raises(ModelNotStreamable, match=r"differs from Keras model\.predict"):
         load_model(tmp_path / "m.keras", tolerance=1e-15)
+
+
+@pytest.mark.parametrize("name", ["glu", "softmax", "log_softmax", "sparsemax"])
+def test_activations_over_a_whole_vector_stream_within_tolerance(name):
+    # glu halves the features and the others reduce over them: only per-timestep layers
+    # can use them, so they get a model of their own (Keras refuses them in a cell).
+    rng = np.random.default_rng(5)
+    model = keras.Sequential(
+        [
+            keras.Input((None, 3)),
+            keras.layers.LSTM(6, return_sequences=True),
+            keras.layers.Dense(8, activation=name),
+            keras.layers.Activation(name),
+        ]
+    )
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype(np.float32) for w in model.get_weights()])
+    x = sequence(model, 15)
+    runner = build_runner(model)
+    outputs, _ = runner.step(x, runner.initial_state())
+    assert outputs.shape[-1] == runner.output_features
+    np.testing.assert_allclose(outputs, keras_reference(model, x), atol=1e-5, rtol=1e-5)

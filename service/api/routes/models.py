@@ -1,21 +1,27 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import errors
 from service.api import present
+from service.api.bodies import (
+    binary_answer,
+    binary_response,
+    json_answer,
+    read_sequence,
+    request_body,
+    wants_binary,
+)
 from service.api.deps import ModelName, Models, Namespace, Sessions
 from service.api.errors import responses
 from service.api.schemas import (
     CreateSessionRequest,
     ModelInfo,
     ModelList,
-    PredictRequest,
     PredictResponse,
     SessionInfo,
 )
-from service.core.inputs import as_array
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -43,14 +49,24 @@ async def get_model(model: ModelName, models: Models) -> JSONResponse:
 @router.post(
     "/{model}/predict",
     response_model=PredictResponse,
-    responses=responses(errors.ModelNotFound, errors.InvalidInput, errors.PayloadTooLarge),
+    responses={
+        200: binary_response({"model-version": "The served model version."}),
+        **responses(errors.ModelNotFound, errors.InvalidInput, errors.PayloadTooLarge),
+    },
     summary="Run a whole sequence, statelessly",
-    description="The reference every chunked session stream matches bit for bit.",
+    description=(
+        "The reference every chunked session stream matches bit for bit. The sequence may "
+        "also be sent as `application/octet-stream` (little-endian float32, T x F "
+        "row-major); `Accept: application/octet-stream` answers the outputs in that form."
+    ),
+    openapi_extra=request_body("PredictRequest"),
 )
-async def predict(model: ModelName, body: PredictRequest, sessions: Sessions) -> JSONResponse:
+async def predict(model: ModelName, request: Request, sessions: Sessions) -> Response:
     served = sessions.model(model)
-    outputs = await sessions.predict_stateless(served, as_array(body.inputs))
-    return JSONResponse(
+    outputs = await sessions.predict_stateless(served, await read_sequence(request))
+    if wants_binary(request):
+        return binary_answer(outputs, {"model-version": served.version})
+    return json_answer(
         {"model": served.name, "model_version": served.version, "outputs": outputs.tolist()}
     )
 

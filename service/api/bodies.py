@@ -1,0 +1,115 @@
+"""Tensor bodies on `/v1`: strict JSON decoded by msgspec, or raw float32 bytes.
+
+`Content-Type: application/octet-stream` bodies are little-endian float32, row-major
+T x F (the core cuts them into the model's rows); the chunk's offset is then the query
+parameter `?offset=n`. `Accept: application/octet-stream` gets the outputs in the same
+form, with the chunk's `offset`, `steps` and `replayed` in headers. JSON is decoded
+straight into typed lists by msgspec (~5x faster than the standard library plus pydantic
+on a 1000-step chunk) and answered by its encoder (~20x faster than `json.dumps`).
+"""
+
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+from fastapi import Request, Response
+
+from service.core.arrays import Floats
+from service.core.inputs import as_array
+from service.errors import InvalidInput
+
+OCTET_STREAM = "application/octet-stream"
+JSON = "application/json"
+
+
+class _Sequence(msgspec.Struct, forbid_unknown_fields=True):
+    inputs: list[list[float]]
+
+
+class _Chunk(_Sequence, forbid_unknown_fields=True):
+    offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+_SEQUENCE = msgspec.json.Decoder(_Sequence)
+_CHUNK = msgspec.json.Decoder(_Chunk)
+_ENCODER = msgspec.json.Encoder()
+
+
+def _is_binary(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    return content_type.split(";", 1)[0].strip().lower() == OCTET_STREAM
+
+
+def wants_binary(request: Request) -> bool:
+    return OCTET_STREAM in request.headers.get("accept", "")
+
+
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from None
+    except msgspec.DecodeError:
+        raise InvalidInput("request body is not valid JSON") from None
+
+
+def _floats(body: bytes) -> Floats:
+    if not body or len(body) % 4:
+        raise InvalidInput(
+            f"a binary body is little-endian float32 values: {len(body)} bytes is not a "
+            "positive multiple of 4"
+        )
+    return np.frombuffer(body, dtype="<f4").astype(np.float32)
+
+
+async def read_sequence(request: Request) -> Floats:
+    """(T, F) from JSON, or the flat float32 values of a binary body."""
+    body = await request.body()
+    if _is_binary(request):
+        return _floats(body)
+    return as_array(_decode(_SEQUENCE, body).inputs)
+
+
+async def read_chunk(request: Request, query_offset: int | None) -> tuple[Floats, int | None]:
+    """The chunk and its offset (the body's, else the query's `?offset=n`)."""
+    body = await request.body()
+    if _is_binary(request):
+        return _floats(body), query_offset
+    chunk = _decode(_CHUNK, body)
+    return as_array(chunk.inputs), chunk.offset if chunk.offset is not None else query_offset
+
+
+def json_answer(content: dict[str, Any], status_code: int = 200) -> Response:
+    return Response(_ENCODER.encode(content), status_code=status_code, media_type=JSON)
+
+
+def binary_answer(outputs: Floats, headers: dict[str, str]) -> Response:
+    data = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
+    return Response(data, media_type=OCTET_STREAM, headers=headers)
+
+
+def request_body(schema: str) -> dict[str, Any]:
+    """OpenAPI `requestBody` for a route that reads either form itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": {"$ref": f"#/components/schemas/{schema}"}},
+                OCTET_STREAM: {
+                    "schema": {"type": "string", "format": "binary"},
+                    "example": "little-endian float32, T x F row-major",
+                },
+            },
+        }
+    }
+
+
+def binary_response(headers: dict[str, str]) -> dict[str, Any]:
+    """The extra media type of a 200 answer that `Accept: application/octet-stream` gets."""
+    return {
+        "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        "headers": {
+            name: {"schema": {"type": "string"}, "description": description}
+            for name, description in headers.items()
+        },
+    }

@@ -1,0 +1,65 @@
+"""The kernels' own float32 functions: accurate against float64 numpy, and compiled without
+fused multiply-adds even on a CPU that has them (an FMA rounds once where the documented
+sequence rounds twice, so it would change bits between CPUs)."""
+
+import math
+import re
+
+import numpy as np
+import pytest
+from numba import njit
+
+from service.core import fmath
+from service.core.kernels import _accumulate
+
+WIDE = np.concatenate(
+    [np.linspace(-90, 90, 200_001), np.random.default_rng(0).normal(0, 4, 200_000)]
+).astype(np.float32)
+REFERENCES = {
+    "exp": (np.exp, WIDE),
+    "expm1": (np.expm1, WIDE),
+    "tanh": (np.tanh, WIDE),
+    "sigmoid": (lambda x: 1 / (1 + np.exp(-x)), WIDE),
+    "softplus": (lambda x: np.logaddexp(0, x), WIDE),
+    "erf": (np.vectorize(math.erf), WIDE),
+    "log1p": (np.log1p, np.geomspace(1e-20, 1e6, 100_001).astype(np.float32)),
+}
+
+
+def _elementwise(fn):
+    @njit(error_model="numpy")
+    def apply(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fn(x[i])
+
+    return apply
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+def test_within_a_few_float32_ulps_of_float64(name):
+    reference, x = REFERENCES[name]
+    out = np.empty_like(x)
+    _elementwise(getattr(fmath, name))(x, out)
+    with np.errstate(over="ignore"):
+        expected = reference(x.astype(np.float64))
+    finite = np.abs(expected) < np.finfo(np.float32).max
+    assert np.array_equal(np.isinf(out), ~finite)
+    ulp = np.spacing(np.abs(expected[finite]).astype(np.float32)).astype(np.float64)
+    tiny = np.abs(expected[finite]) < 1e-30  # subnormal results: absolute error only
+    errors = np.abs(out[finite] - expected[finite]) / np.where(tiny, 1.0, ulp)
+    assert errors[~tiny].max() <= 4.0
+    assert np.abs(out[finite][tiny] - expected[finite][tiny]).max(initial=0) < 1e-37
+
+
+def test_compiled_kernels_fuse_no_multiply_with_an_add():
+    @njit(error_model="numpy")
+    def step(z, x, w):
+        _accumulate(z, x, w)
+        for j in range(z.shape[0]):
+            z[j] = fmath.tanh(z[j]) * fmath.sigmoid(z[j]) + fmath.erf(z[j])
+
+    z, x = np.zeros(256, np.float32), np.ones(64, np.float32)
+    step(z, x, np.ones((64, 256), np.float32))
+    assembly = "".join(step.inspect_asm().values())
+    assert re.search(r"\bv?mulps\b|\bv?mulss\b", assembly)  # the products are there...
+    assert not re.search(r"\bvfn?m(add|sub)\w*", assembly)  # ...and never fused

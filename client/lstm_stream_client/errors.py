@@ -22,6 +22,7 @@ class ServerError(LstmStreamError):
     """An error answered by the server: its HTTP status, stable code, message and details."""
 
     code = "server_error"
+    default_status = 500
 
     def __init__(self, status: int, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -34,15 +35,15 @@ class ServerError(LstmStreamError):
 
 
 class ModelNotFound(ServerError):
-    code = "model_not_found"
+    code, default_status = "model_not_found", 404
 
 
 class SessionNotFound(ServerError):
-    code = "session_not_found"
+    code, default_status = "session_not_found", 404
 
 
 class SessionExists(ServerError):
-    code = "session_exists"
+    code, default_status = "session_exists", 409
 
 
 class OffsetConflict(ServerError):
@@ -50,7 +51,7 @@ class OffsetConflict(ServerError):
     client thought (another writer, a reset, a Redis crash that lost the last writes).
     Nothing was applied; `steps` says where the session is."""
 
-    code = "offset_conflict"
+    code, default_status = "offset_conflict", 409
 
     @property
     def steps(self) -> int:
@@ -62,35 +63,35 @@ class OffsetConflict(ServerError):
 
 
 class SessionBusy(ServerError):
-    code = "session_busy"
+    code, default_status = "session_busy", 409
 
 
 class ModelVersionMismatch(ServerError):
-    code = "model_version_mismatch"
+    code, default_status = "model_version_mismatch", 409
 
 
 class InvalidInput(ServerError):
-    code = "invalid_input"
+    code, default_status = "invalid_input", 422
 
 
 class PayloadTooLarge(ServerError):
-    code = "payload_too_large"
+    code, default_status = "payload_too_large", 413
 
 
 class Unauthorized(ServerError):
-    code = "unauthorized"
+    code, default_status = "unauthorized", 401
 
 
 class TooManySessions(ServerError):
-    code = "too_many_sessions"
+    code, default_status = "too_many_sessions", 429
 
 
 class RateLimited(ServerError):
-    code = "rate_limited"
+    code, default_status = "rate_limited", 429
 
 
 class StoreUnavailable(ServerError):
-    code = "store_unavailable"
+    code, default_status = "store_unavailable", 503
 
 
 _BY_CODE: dict[str, type[ServerError]] = {
@@ -112,16 +113,17 @@ _BY_CODE: dict[str, type[ServerError]] = {
 }
 
 
-def error_from_body(status: int, body: Any) -> ServerError:
-    """The typed error for an error body; a `ServerError` for codes this client predates."""
+def error_from_body(status: int | None, body: Any) -> ServerError:
+    """The typed error for an error body; a `ServerError` for codes this client predates.
+    Without a status (a WebSocket message), the code's usual HTTP status."""
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
         message = error if isinstance(error, str) else f"HTTP {status}"
-        return ServerError(status, message)
+        return ServerError(status or ServerError.default_status, message)
     details = {key: value for key, value in error.items() if key not in ("code", "message")}
     code = str(error.get("code", ""))
     kind = _BY_CODE.get(code, ServerError)
-    failure = kind(status, str(error.get("message", code)), details)
+    failure = kind(status or kind.default_status, str(error.get("message", code)), details)
     if kind is ServerError and code:
         failure.code = code
     return failure

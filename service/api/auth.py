@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.errors import send_error
+from service.api.errors import refuse_websocket, send_error
 from service.errors import Unauthorized
 from service.settings import Settings
 
@@ -82,13 +82,17 @@ class ApiKeyAuth:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_protected(scope["path"]):
+        if scope["type"] not in ("http", "websocket") or not is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
         token = _bearer_token(scope)
         namespace = self.keys.namespace_for(token) if token is not None else None
         if namespace is None:
-            await send_error(scope, send, Unauthorized(), ((b"www-authenticate", CHALLENGE),))
+            challenge = ((b"www-authenticate", CHALLENGE),)
+            if scope["type"] == "websocket":
+                await refuse_websocket(scope, receive, send, Unauthorized(), challenge)
+            else:
+                await send_error(scope, send, Unauthorized(), challenge)
             return
         scope.setdefault("state", {})["namespace"] = namespace
         await self.app(scope, receive, send)

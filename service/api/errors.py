@@ -3,13 +3,14 @@
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from service import errors
 from service.api.observe import allowed_methods, note_error
@@ -75,6 +76,36 @@ async def send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+def error_text(error: errors.ServiceError) -> str:
+    """The native error body as text: what a WebSocket sends for a chunk it refuses."""
+    return json.dumps(error_body(error.code, error.message, **error.details))
+
+
+async def refuse_websocket(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    error: errors.ServiceError,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> None:
+    """Refuse a WebSocket handshake: an HTTP answer with the error body where the server
+    supports the denial-response extension, a bare refusal (HTTP 403) elsewhere."""
+    status, payload = _shaped(scope, error.status, error.code, error.message, error.details)
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 4000 + status})
+        return
+    extra = [(name.lower().encode(), value.encode()) for name, value in error.headers.items()]
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *extra, *headers],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": json.dumps(payload).encode()})
+
+
 def responses(*kinds: type[errors.ServiceError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for the errors a route can return, with an example each."""
     by_status: dict[int, list[type[errors.ServiceError]]] = {}
@@ -97,12 +128,20 @@ def responses(*kinds: type[errors.ServiceError]) -> dict[int | str, dict[str, An
     return out
 
 
-def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+def invalid_input(problems: Sequence[Any]) -> errors.InvalidInput:
+    """`invalid_input` from pydantic's errors (a request body, a WebSocket message)."""
     # Pydantic echoes the offending input; a tensor can be megabytes, so drop it.
-    return [
+    details = [
         {"loc": list(err.get("loc", ())), "type": err.get("type"), "msg": err.get("msg")}
-        for err in exc.errors()[:20]
+        for err in problems[:20]
     ]
+    if any(d["type"] == "json_invalid" for d in details):
+        message = "request body is not valid JSON"
+    else:
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+    return errors.InvalidInput(message, errors=details)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -114,15 +153,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        details = _validation_details(exc)
-        if any(d["type"] == "json_invalid" for d in details):
-            message = "request body is not valid JSON"
-        else:
-            first = details[0] if details else {"loc": [], "msg": "invalid request"}
-            where = ".".join(str(part) for part in first["loc"] if part != "body")
-            message = f"{where}: {first['msg']}" if where else str(first["msg"])
-        invalid = errors.InvalidInput
-        return render(request, invalid.status, invalid.code, message, {"errors": details})
+        invalid = invalid_input(exc.errors())
+        return render(request, invalid.status, invalid.code, invalid.message, invalid.details)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,0 +1,87 @@
+"""`GET /v1/sessions/{id}/stream`: a session's chunks over one WebSocket.
+
+A thin transport over the same `SessionService.predict` as the HTTP chunk route: one
+message per chunk each way, answered in order, the state written to Redis before each
+answer. A text message is the chunk route's JSON body and gets its JSON answer; a binary
+frame is the chunk's little-endian float32 rows and gets the outputs the same way. A
+binary chunk's offset is `?offset=n` for the first one, then the step after the last chunk
+answered on this socket (none known: appended, as a JSON chunk without `offset`).
+Errors are the route's `{"error": {...}}` objects as text messages; the socket stays open
+for the next chunk unless the session is gone.
+"""
+
+import json
+import re
+
+import numpy as np
+from fastapi import APIRouter, WebSocket
+from pydantic import ValidationError
+from starlette.websockets import WebSocketDisconnect
+
+from service import errors
+from service.api import present
+from service.api.deps import DEFAULT_NAMESPACE
+from service.api.errors import error_text, invalid_input, refuse_websocket
+from service.api.schemas import SESSION_ID_PATTERN, ChunkRequest
+from service.core.inputs import as_array, from_float32_bytes
+from service.core.sessions import SessionService
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+# After these the socket is closed (code 4000 + HTTP status): no later chunk can succeed.
+FATAL = (errors.SessionNotFound, errors.ModelNotFound)
+WIRE_FLOAT = np.dtype("<f4")
+SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+
+def _offset(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise errors.InvalidInput("offset must be a non-negative integer")
+    return int(raw)
+
+
+@router.websocket("/{session_id}/stream", name="stream_chunks")
+async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
+    sessions: SessionService = websocket.app.state.sessions
+    namespace = websocket.scope.get("state", {}).get("namespace", DEFAULT_NAMESPACE)
+    try:
+        if not SESSION_ID.match(session_id):
+            raise errors.InvalidInput(f"session id must match {SESSION_ID_PATTERN}")
+        next_offset = _offset(websocket.query_params.get("offset"))
+        record = await sessions.get(namespace, session_id)
+        features = sessions.model(record.model).runner.input_features
+    except errors.ServiceError as error:
+        await refuse_websocket(websocket.scope, websocket.receive, websocket.send, error)
+        return
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            frame = message.get("bytes")
+            try:
+                if frame is not None:
+                    x, offset = from_float32_bytes(frame, features), next_offset
+                else:
+                    chunk = ChunkRequest.model_validate_json(message.get("text") or "")
+                    x, offset = as_array(chunk.inputs), chunk.offset
+                result = await sessions.predict(namespace, session_id, x, offset)
+            except ValidationError as invalid:
+                await websocket.send_text(error_text(invalid_input(invalid.errors())))
+                continue
+            except errors.ServiceError as error:
+                await websocket.send_text(error_text(error))
+                if isinstance(error, FATAL):
+                    await websocket.close(code=4000 + error.status, reason=error.code)
+                    return
+                continue
+            next_offset = result.record.steps
+            if frame is not None:
+                await websocket.send_bytes(result.outputs.astype(WIRE_FLOAT).tobytes())
+            else:
+                await websocket.send_text(json.dumps(present.chunk_result(session_id, result)))
+    except WebSocketDisconnect:
+        return

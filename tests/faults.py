@@ -77,7 +77,10 @@ class FaultyProxy:
             server.close()
             for writer in list(self._writers):
                 writer.transport.abort()
-            self._loop.run_until_complete(asyncio.sleep(0))
+            pending = asyncio.all_tasks(self._loop)
+            for task in pending:
+                task.cancel()
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self._loop.close()
 
     async def _serve(

@@ -6,6 +6,7 @@ after the last answered chunk. The connection is remade (at the unanswered chunk
 after any failure, so a chunk is applied exactly once, as over HTTP.
 """
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -73,6 +74,7 @@ class SessionStream:
         self.binary = binary
         self.timeout = timeout
         self._socket: ClientConnection | None = None
+        self._open = contextlib.ExitStack()
 
     def __enter__(self) -> "SessionStream":
         return self
@@ -81,19 +83,20 @@ class SessionStream:
         self.close()
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        self._socket = None
+        self._open.close()
 
     def _connect(self, offset: int) -> ClientConnection:
         config = self.session.client.config
         try:
-            return connect(
-                stream_url(config.url, self.session.id, offset),
-                additional_headers=config.headers(),
-                open_timeout=self.timeout,
-                max_size=None,
-                compression=None,
+            return self._open.enter_context(
+                connect(
+                    stream_url(config.url, self.session.id, offset),
+                    additional_headers=config.headers(),
+                    open_timeout=self.timeout,
+                    max_size=None,
+                    compression=None,
+                )
             )
         except InvalidStatus as failure:
             if failure.response.status_code in RETRYABLE_STATUSES:

@@ -1,0 +1,45 @@
+"""`Session.websocket()` against a real `lstm-serve`, through a proxy that cuts connections."""
+
+import numpy as np
+import pytest
+from lstm_stream_client import Client, OffsetConflict, RetryPolicy
+
+from tests.client.reference import SENSOR, sensor_inputs, server_steps, stateless
+from tests.faults import FaultyProxy
+from tests.processes import ServiceProcess
+
+PATIENT = RetryPolicy(attempts=40, base_seconds=0.005, cap_seconds=0.1, budget_seconds=120)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_10000_steps_over_a_websocket_that_keeps_dying_are_applied_exactly_once(
+    served: ServiceProcess, binary: bool
+) -> None:
+    # Each cut socket is remade at the unanswered chunk's offset: a chunk the server had
+    # applied is answered again from storage, never applied twice.
+    inputs = sensor_inputs(10_000, seed=31)
+    expected = stateless(served.url, SENSOR, inputs)
+    with Client(served.url) as direct:
+        session_id = direct.create_session(SENSOR).id
+    with (
+        FaultyProxy(served.port, drop_before=0.05, drop_after=0.05, seed=4) as proxy,
+        Client(proxy.url, retry=PATIENT) as client,
+    ):
+        session = client.session(session_id)
+        with session.websocket(binary=binary) as stream:
+            outputs = np.concatenate(list(stream.stream(inputs, chunk_steps=100)))
+    assert proxy.counts.dropped_before > 0 and proxy.counts.dropped_after > 0
+    assert np.array_equal(outputs, expected)
+    assert session.steps == 10_000 and server_steps(served.url, session_id) == 10_000
+
+
+def test_a_websocket_chunk_at_a_stale_offset_raises_offset_conflict(served: ServiceProcess) -> None:
+    inputs = sensor_inputs(6, seed=32)
+    with Client(served.url) as client:
+        session = client.create_session(SENSOR)
+        session.predict(inputs[:4])
+        session.steps = 1  # as if this client had missed chunks another writer sent
+        with session.websocket() as stream, pytest.raises(OffsetConflict) as conflict:
+            stream.predict(inputs[1:3])
+    assert conflict.value.steps == 4
+    assert server_steps(served.url, session.id) == 4

@@ -8,9 +8,12 @@ The answer is one JSON object on stdout.
 
 import array
 import asyncio
+import base64
 import contextlib
 import json
+import os
 import random
+import struct
 import sys
 import time
 from dataclasses import dataclass, field
@@ -67,6 +70,60 @@ class Connection:
                 await self._writer.wait_closed()
 
 
+class WebSocketConnection:
+    """One WebSocket on a raw socket: the upgrade, then one binary frame out and one frame
+    back per chunk. The frames go out with an all-zero mask: RFC 6455 asks clients for an
+    unpredictable one against cache-poisoning proxies, irrelevant on loopback, and a zero
+    mask leaves the payload as it is, so the client costs next to nothing per chunk."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def open(self, path: str) -> "WebSocketConnection":
+        self._reader, self._writer = await asyncio.open_connection(
+            self.host, self.port, limit=2**24
+        )
+        key = base64.b64encode(os.urandom(16)).decode()
+        self._writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        if b" 101 " not in head.split(b"\r\n", 1)[0]:
+            raise HttpError(f"WebSocket upgrade refused: {head[:200]!r}")
+        return self
+
+    async def exchange(self, payload: bytes) -> tuple[int, bytes]:
+        """Send one binary frame; the opcode and payload of the frame that answers it."""
+        assert self._reader is not None and self._writer is not None
+        size = len(payload)
+        if size < 126:
+            head = struct.pack("!BB", 0x82, 0x80 | size)
+        elif size < 65536:
+            head = struct.pack("!BBH", 0x82, 0x80 | 126, size)
+        else:
+            head = struct.pack("!BBQ", 0x82, 0x80 | 127, size)
+        self._writer.write(head + b"\0\0\0\0" + payload)
+        first, second = await self._reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack("!H", await self._reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack("!Q", await self._reader.readexactly(8))
+        return first & 0x0F, await self._reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+
+
 def chunk_bodies(
     steps: int, features: int, count: int, seed: int, binary: bool = False
 ) -> list[bytes]:
@@ -108,6 +165,7 @@ class Spec:
     max_requests: int = 0
     stateless: bool = False
     binary: bool = False
+    websocket: bool = False  # chunks as binary frames on `GET /v1/sessions/{id}/stream`
     seed: int = 0
     session_prefix: str = "bench"
 
@@ -179,7 +237,40 @@ class Window:
             self.stop.set()
 
 
+async def _websocket_client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
+    conn = await Connection(spec.host, spec.port).open()
+    try:
+        session_id = await _new_session(conn, spec, index)
+    finally:
+        await conn.close()
+    tally.session_ids.append(session_id)
+    socket = await WebSocketConnection(spec.host, spec.port).open(
+        f"/v1/sessions/{session_id}/stream"
+    )
+    try:
+        chunks = chunk_bodies(spec.steps, spec.features, 16, spec.seed * 1000 + index, True)
+        window.client_ready()
+        await window.ready.wait()
+        sent = 0
+        while not window.stop.is_set():
+            began = time.perf_counter_ns()
+            opcode, answer = await socket.exchange(chunks[sent % len(chunks)])
+            ended = time.perf_counter_ns()
+            sent += 1
+            if opcode != 0x2:
+                tally.errors.append(f"opcode {opcode} {answer[:200]!r}")
+                if len(tally.errors) > 20 or opcode == 0x8:
+                    window._close(ended)
+                continue
+            window.answered(index, began, ended)
+    finally:
+        await socket.close()
+
+
 async def _client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
+    if spec.websocket:
+        await _websocket_client(spec, index, window, tally)
+        return
     conn = await Connection(spec.host, spec.port).open()
     try:
         if spec.stateless:
@@ -234,6 +325,7 @@ def summary(spec: Spec, window: Window, tally: Tally) -> dict[str, Any]:
         "steps": spec.steps,
         "stateless": spec.stateless,
         "binary": spec.binary,
+        "websocket": spec.websocket,
         "requests": len(latencies),
         "seconds": seconds,
         "throughput": len(latencies) / seconds,

@@ -21,6 +21,7 @@ from service.errors import (
     InvalidInput,
     ModelVersionMismatch,
     OffsetConflict,
+    ServiceError,
     SessionBusy,
     SessionExists,
     SessionNotFound,
@@ -262,10 +263,17 @@ class SessionService:
         return model
 
     async def predict(
-        self, namespace: str, session_id: str, x: Floats, offset: int | None = None
+        self,
+        namespace: str,
+        session_id: str,
+        x: Floats,
+        offset: int | None = None,
+        known: SessionRecord | None = None,
     ) -> ChunkResult:
         """Apply the (T, F) chunk `x` (or a binary body's flat values) at the session's
-        step, exactly once (see `offset`)."""
+        step, exactly once (see `offset`). `known`: the record as this caller last saw it
+        stored (a stream's previous answer), tried first instead of reading it; the
+        compare-and-set catches a stale one."""
 
         async def advance(record: SessionRecord) -> tuple[SessionRecord | None, ChunkResult]:
             model = self._model_for(record, session_id)
@@ -286,7 +294,7 @@ class SessionService:
             return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
 
         with self._counted():
-            return await self._write(namespace, session_id, advance)
+            return await self._write(namespace, session_id, advance, known)
 
     @staticmethod
     def _replay_or_conflict(
@@ -323,17 +331,30 @@ class SessionService:
         namespace: str,
         session_id: str,
         update: Callable[[SessionRecord], Awaitable[tuple[SessionRecord | None, T]]],
+        known: SessionRecord | None = None,
     ) -> T:
         """The one compare-and-set loop: read the record, let `update` compute the next one
-        (or answer without writing: None), write it only if nobody else wrote meanwhile."""
+        (or answer without writing: None), write it only if nobody else wrote meanwhile.
+        A `known` record saves the first read; an answer without a write (a replay, a
+        conflict) is only given from a record just read, never from a remembered one."""
         async with self._writers.turn((namespace, session_id)):
             for attempt in range(MAX_WRITE_ATTEMPTS):
-                blob = await self.store.get(namespace, session_id)
-                if blob is None:
-                    raise SessionNotFound(session_id)
-                record = SessionRecord.decode(blob)
-                updated, answer = await update(record)
+                if known is not None:
+                    record, known, remembered = known, None, True
+                else:
+                    blob = await self.store.get(namespace, session_id)
+                    if blob is None:
+                        raise SessionNotFound(session_id)
+                    record, remembered = SessionRecord.decode(blob), False
+                try:
+                    updated, answer = await update(record)
+                except ServiceError:
+                    if remembered:
+                        continue
+                    raise
                 if updated is None:
+                    if remembered:
+                        continue
                     return answer
                 outcome = await self.store.compare_and_set(
                     namespace, session_id, record.token, updated.encode(), record.ttl_seconds * 1000
@@ -342,7 +363,8 @@ class SessionService:
                     return answer
                 if outcome is CasOutcome.MISSING:
                     raise SessionNotFound(session_id)
-                await asyncio.sleep(backoff_seconds(attempt))
+                if not remembered:  # a stale remembered record lost no race: just read
+                    await asyncio.sleep(backoff_seconds(attempt))
         raise SessionBusy.for_session(session_id)
 
     async def delete(self, namespace: str, session_id: str) -> None:

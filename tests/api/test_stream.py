@@ -130,3 +130,25 @@ class _With:
 
     def post(self, path, **kwargs):
         return self.client.post(path, headers=self.headers, **kwargs)
+
+
+def test_a_socket_never_answers_from_a_stale_view_of_its_session(client):
+    # The socket remembers the record it last saw to save a read; chunks written by
+    # another connection meanwhile must still be seen: no double application, replays
+    # and appends decided on the stored record.
+    session_id = new_session(client, SEED)
+    expected = predict(client, SEED, SEED_INPUTS)
+    with client.websocket_connect(f"/v1/sessions/{session_id}/stream") as ws:
+        send_chunk(client, session_id, SEED_INPUTS[:2], offset=0)  # over HTTP, meanwhile
+        ws.send_text(json.dumps({"inputs": SEED_INPUTS[:2].tolist(), "offset": 0}))
+        replay = ws.receive_json()
+        ws.send_bytes(frame(SEED_INPUTS[2:3]))  # no offset known: appended at step 2
+        appended = floats(ws.receive_bytes())
+        send_chunk(client, session_id, SEED_INPUTS[3:], offset=3)
+        ws.send_text(json.dumps({"inputs": [[9, 9]], "offset": 3}))  # the socket's next step
+        late = ws.receive_json()
+    assert replay["replayed"] is True and replay["steps"] == 2
+    assert np.array_equal(np.array(replay["outputs"], dtype=np.float32), expected[:2])
+    assert np.array_equal(appended, expected[2:3])
+    assert late["error"]["code"] == "offset_conflict" and late["error"]["steps"] == 4
+    assert client.get(f"/v1/sessions/{session_id}").json()["steps"] == 4

@@ -24,6 +24,7 @@ from service.api.deps import DEFAULT_NAMESPACE
 from service.api.errors import error_text, invalid_input, refuse_websocket
 from service.api.schemas import SESSION_ID_PATTERN, ChunkRequest
 from service.core.inputs import as_array, from_float32_bytes
+from service.core.session_record import SessionRecord
 from service.core.sessions import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -52,6 +53,7 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
         next_offset = _offset(websocket.query_params.get("offset"))
         record = await sessions.get(namespace, session_id)
         features = sessions.model(record.model).runner.input_features
+        known: SessionRecord | None = record
     except errors.ServiceError as error:
         await refuse_websocket(websocket.scope, websocket.receive, websocket.send, error)
         return
@@ -68,17 +70,18 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
                 else:
                     chunk = ChunkRequest.model_validate_json(message.get("text") or "")
                     x, offset = as_array(chunk.inputs), chunk.offset
-                result = await sessions.predict(namespace, session_id, x, offset)
+                result = await sessions.predict(namespace, session_id, x, offset, known)
             except ValidationError as invalid:
                 await websocket.send_text(error_text(invalid_input(invalid.errors())))
                 continue
             except errors.ServiceError as error:
+                known = None
                 await websocket.send_text(error_text(error))
                 if isinstance(error, FATAL):
                     await websocket.close(code=4000 + error.status, reason=error.code)
                     return
                 continue
-            next_offset = result.record.steps
+            known, next_offset = result.record, result.record.steps
             if frame is not None:
                 await websocket.send_bytes(result.outputs.astype(WIRE_FLOAT).tobytes())
             else:

@@ -15,6 +15,7 @@ from lstm_stream_client.retry import (
     retry_after_seconds,
 )
 from lstm_stream_client.shared import ClientConfig, adopt_after_resend, checked_offset
+from lstm_stream_client.websocket import AsyncSessionStream
 from lstm_stream_client.wire import ChunkAnswer, Floats, HttpCall, ModelInfo, SessionInfo
 
 
@@ -189,3 +190,7 @@ class AsyncSession:
         if response.status_code == 404 and resends:
             return
         wire.checked(response)
+
+    def websocket(self, binary: bool = True) -> "AsyncSessionStream":
+        """`Session.websocket()` for asyncio: `async with session.websocket() as stream`."""
+        return AsyncSessionStream(self, binary)

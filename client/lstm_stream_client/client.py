@@ -15,6 +15,7 @@ from lstm_stream_client.retry import (
     retry_after_seconds,
 )
 from lstm_stream_client.shared import ClientConfig, adopt_after_resend, checked_offset
+from lstm_stream_client.websocket import SessionStream
 from lstm_stream_client.wire import ChunkAnswer, Floats, HttpCall, ModelInfo, SessionInfo
 
 
@@ -201,9 +202,7 @@ class Session:
             return  # an earlier attempt deleted it and its answer was lost
         wire.checked(response)
 
-    def websocket(self, binary: bool = True) -> Any:
+    def websocket(self, binary: bool = True) -> SessionStream:
         """A WebSocket stream of this session's chunks: same offsets, same guarantees,
         one long-lived connection (reconnected by itself)."""
-        from lstm_stream_client.websocket import SessionStream
-
         return SessionStream(self, binary)

@@ -6,12 +6,15 @@ after the last answered chunk. The connection is remade (at the unanswered chunk
 after any failure, so a chunk is applied exactly once, as over HTTP.
 """
 
+import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from websockets.asyncio.client import ClientConnection as AsyncConnection
+from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
@@ -22,6 +25,7 @@ from lstm_stream_client.shared import checked_offset
 from lstm_stream_client.wire import ChunkAnswer, Floats
 
 if TYPE_CHECKING:
+    from lstm_stream_client.aio import AsyncSession
     from lstm_stream_client.client import Session
 
 CONNECTION_FAILURES = (WebSocketException, OSError, TimeoutError, EOFError)
@@ -147,3 +151,86 @@ class SessionStream:
         inputs = wire.as_inputs(x)
         for start in range(0, inputs.shape[0], chunk_steps):
             yield self.predict(inputs[start : start + chunk_steps])
+
+
+class AsyncSessionStream:
+    """`AsyncSession.websocket()`: `SessionStream` for asyncio."""
+
+    def __init__(self, session: "AsyncSession", binary: bool = True, timeout: float = 30.0) -> None:
+        self.session = session
+        self.binary = binary
+        self.timeout = timeout
+        self._socket: AsyncConnection | None = None
+        self._open = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> "AsyncSessionStream":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        self._socket = None
+        await self._open.aclose()
+
+    async def _connect(self, offset: int) -> AsyncConnection:
+        config = self.session.client.config
+        try:
+            return await self._open.enter_async_context(
+                async_connect(
+                    stream_url(config.url, self.session.id, offset),
+                    additional_headers=config.headers(),
+                    open_timeout=self.timeout,
+                    max_size=None,
+                    compression=None,
+                )
+            )
+        except InvalidStatus as failure:
+            if failure.response.status_code in RETRYABLE_STATUSES:
+                raise
+            raise handshake_error(failure) from None
+
+    async def send(self, x: Any) -> ChunkAnswer:
+        inputs = wire.as_inputs(x)
+        offset = self.session.steps
+        model = await self.session.client.model(self.session.model)
+        message = message_for(inputs, offset, self.binary)
+        backoff = self.session.client.config.retry.backoff()
+        while True:
+            try:
+                if self._socket is None:
+                    self._socket = await self._connect(offset)
+                await self._socket.send(message)
+                reply = await asyncio.wait_for(self._socket.recv(), self.timeout)
+            except CONNECTION_FAILURES as failure:
+                await self.aclose()
+                outcome: ChunkAnswer | ServerError | BaseException = failure
+            else:
+                outcome = answer_from(reply, inputs, offset, model)
+            if isinstance(outcome, ChunkAnswer):
+                answer = checked_offset(outcome, offset)
+                self.session.steps = answer.steps
+                return answer
+            if isinstance(outcome, ServerError) and outcome.code not in RETRYABLE_CODES:
+                raise outcome
+            delay = backoff.next_delay()
+            if delay is None:
+                if isinstance(outcome, ServerError):
+                    raise outcome
+                raise RetriesExhausted(
+                    f"WebSocket chunk at offset {offset}: gave up after {backoff.attempt} "
+                    f"attempts: {outcome!r}",
+                    backoff.attempt,
+                    outcome,
+                )
+            await asyncio.sleep(delay)
+
+    async def predict(self, x: Any) -> Floats:
+        return (await self.send(x)).outputs
+
+    async def stream(self, x: Any, chunk_steps: int = 50) -> AsyncIterator[Floats]:
+        if chunk_steps < 1:
+            raise ValueError("chunk_steps must be at least 1")
+        inputs = wire.as_inputs(x)
+        for start in range(0, inputs.shape[0], chunk_steps):
+            yield await self.predict(inputs[start : start + chunk_steps])

@@ -1,8 +1,10 @@
 """`Session.websocket()` against a real `lstm-serve`, through a proxy that cuts connections."""
 
+import asyncio
+
 import numpy as np
 import pytest
-from lstm_stream_client import Client, OffsetConflict, RetryPolicy
+from lstm_stream_client import AsyncClient, Client, OffsetConflict, RetryPolicy
 
 from tests.client.reference import SENSOR, sensor_inputs, server_steps, stateless
 from tests.faults import FaultyProxy
@@ -43,3 +45,29 @@ def test_a_websocket_chunk_at_a_stale_offset_raises_offset_conflict(served: Serv
             stream.predict(inputs[1:3])
     assert conflict.value.steps == 4
     assert server_steps(served.url, session.id) == 4
+
+
+def test_async_websockets_stream_many_sessions_at_once_through_faults(
+    served: ServiceProcess,
+) -> None:
+    sessions, steps = 16, 200
+    sequences = [sensor_inputs(steps, seed=200 + index) for index in range(4)]
+    references = [stateless(served.url, SENSOR, sequence) for sequence in sequences]
+
+    async def stream_all(url: str) -> list[tuple[str, int, np.ndarray]]:
+        async with AsyncClient(url, retry=PATIENT) as client:
+
+            async def one(sequence: np.ndarray) -> tuple[str, int, np.ndarray]:
+                session = await client.create_session(SENSOR)
+                async with session.websocket() as stream:
+                    outputs = [y async for y in stream.stream(sequence, chunk_steps=10)]
+                return session.id, session.steps, np.concatenate(outputs)
+
+            return await asyncio.gather(*(one(sequences[i % 4]) for i in range(sessions)))
+
+    with FaultyProxy(served.port, drop_before=0.03, drop_after=0.03, seed=5) as proxy:
+        results = asyncio.run(stream_all(proxy.url))
+    assert proxy.counts.dropped_after > 0
+    for index, (session_id, client_steps, outputs) in enumerate(results):
+        assert client_steps == steps and server_steps(served.url, session_id) == steps
+        assert np.array_equal(outputs, references[index % 4])

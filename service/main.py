@@ -39,6 +39,11 @@ chunks, so any replica serves any chunk, and the outputs of any chunking are bit
 to one call of `POST /v1/models/{model}/predict` on the whole sequence.
 
 Errors are `{"error": {"code": "...", "message": "..."}}` with a stable `code`.
+
+`GET /v1/sessions/{session_id}/stream` (not listed below: OpenAPI has no WebSockets) is the
+chunk route over one WebSocket: each message a chunk (its JSON body, or little-endian
+float32 rows in a binary frame, offset `?offset=n` then the next step), each answer a
+message in the same encoding, errors as `{"error": ...}` text messages.
 """
 
 

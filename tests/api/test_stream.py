@@ -152,3 +152,13 @@ def test_a_socket_never_answers_from_a_stale_view_of_its_session(client):
     assert np.array_equal(appended, expected[2:3])
     assert late["error"]["code"] == "offset_conflict" and late["error"]["steps"] == 4
     assert client.get(f"/v1/sessions/{session_id}").json()["steps"] == 4
+
+
+def test_a_message_over_the_body_limit_is_refused_like_a_body(client, settings):
+    with app_with(client, settings, max_body_bytes=1000) as small:
+        session_id = new_session(small, SEED)
+        with small.websocket_connect(f"/v1/sessions/{session_id}/stream?offset=0") as ws:
+            ws.send_bytes(frame(np.zeros((200, 2), dtype=np.float32)))  # 1600 bytes
+            assert ws.receive_json()["error"]["code"] == "payload_too_large"
+            ws.send_bytes(frame(SEED_INPUTS[:1]))
+            assert np.array_equal(floats(ws.receive_bytes()), predict(small, SEED, SEED_INPUTS[:1]))

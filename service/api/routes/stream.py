@@ -46,6 +46,7 @@ def _offset(raw: str | None) -> int | None:
 @router.websocket("/{session_id}/stream", name="stream_chunks")
 async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
     sessions: SessionService = websocket.app.state.sessions
+    max_bytes: int = websocket.app.state.settings.max_body_bytes
     namespace = websocket.scope.get("state", {}).get("namespace", DEFAULT_NAMESPACE)
     try:
         if not SESSION_ID.match(session_id):
@@ -65,6 +66,10 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
                 return
             frame = message.get("bytes")
             try:
+                if len(frame if frame is not None else message.get("text") or "") > max_bytes:
+                    raise errors.PayloadTooLarge(
+                        f"message exceeds {max_bytes} bytes", max_bytes=max_bytes
+                    )
                 if frame is not None:
                     x, offset = from_float32_bytes(frame, features), next_offset
                 else:

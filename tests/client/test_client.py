@@ -17,6 +17,7 @@ from lstm_stream_client import (
 )
 
 from service.store.embedded import free_port
+from tests.client.conftest import CLIENT_DIR
 from tests.client.reference import SENSOR, sensor_inputs, server_steps, stateless
 from tests.faults import FaultyProxy
 from tests.processes import ServiceProcess
@@ -126,3 +127,13 @@ def test_async_client_streams_64_sessions_at_once_through_faults(served: Service
     for (session_id, client_steps, outputs), reference in zip(results, expected, strict=True):
         assert client_steps == steps and server_steps(served.url, session_id) == steps
         assert np.array_equal(outputs, reference)
+
+
+def test_the_readme_client_example_runs_as_written(served: ServiceProcess) -> None:
+    readme = (CLIENT_DIR.parent / "README.md").read_text()
+    section = readme[readme.index("## Clients") :]
+    start = section.index("```python\n") + len("```python\n")
+    example = section[start : section.index("```\n", start)]
+    scope: dict[str, object] = {}
+    exec(example.replace("http://127.0.0.1:8000", served.url), scope)
+    assert scope["session"].steps == 10_000  # type: ignore[attr-defined]

@@ -67,9 +67,7 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
             frame = message.get("bytes")
             try:
                 if len(frame if frame is not None else message.get("text") or "") > max_bytes:
-                    raise errors.PayloadTooLarge(
-                        f"message exceeds {max_bytes} bytes", max_bytes=max_bytes
-                    )
+                    raise errors.PayloadTooLarge(max_bytes, " (one WebSocket message)")
                 if frame is not None:
                     x, offset = from_float32_bytes(frame, features), next_offset
                 else:

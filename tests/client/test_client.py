@@ -22,6 +22,13 @@ from tests.client.reference import SENSOR, sensor_inputs, server_steps, stateles
 from tests.faults import FaultyProxy
 from tests.processes import ServiceProcess
 
+
+def server_offers_binary(url: str) -> bool:
+    document = httpx.get(f"{url}/openapi.json").json()
+    content = document["paths"]["/v1/sessions/{session_id}/predict"]["post"]["requestBody"]
+    return "application/octet-stream" in content["content"]
+
+
 # Generous for a proxy that cuts ~30% of the exchanges; quick, so tests stay short.
 PATIENT = RetryPolicy(attempts=40, base_seconds=0.005, cap_seconds=0.1, budget_seconds=120)
 
@@ -36,10 +43,11 @@ def test_10000_steps_through_dropped_connections_are_applied_exactly_once(
     expected = stateless(served.url, SENSOR, inputs)
     with (
         FaultyProxy(served.port, drop_before=0.1, drop_after=0.1, seed=1) as proxy,
-        Client(proxy.url, retry=PATIENT, binary=False) as client,
+        Client(proxy.url, retry=PATIENT) as client,  # binary bodies if the server has them
     ):
         session = client.create_session(SENSOR)
         outputs = np.concatenate(list(session.stream(inputs, chunk_steps=100)))
+        assert client.config.binary == server_offers_binary(served.url)
     assert proxy.counts.dropped_before > 0 and proxy.counts.dropped_after > 0
     assert np.array_equal(outputs, expected)
     assert session.steps == 10_000
@@ -112,7 +120,7 @@ def test_async_client_streams_64_sessions_at_once_through_faults(served: Service
     expected = [references[index % 8] for index in range(sessions)]
 
     async def stream_all(url: str) -> list[tuple[str, int, np.ndarray]]:
-        async with AsyncClient(url, retry=PATIENT) as client:
+        async with AsyncClient(url, retry=PATIENT, binary=False) as client:
 
             async def one(sequence: np.ndarray) -> tuple[str, int, np.ndarray]:
                 session = await client.create_session(SENSOR)

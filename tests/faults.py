@@ -11,12 +11,14 @@ READ_BYTES = 65536
 @dataclass
 class FaultCounts:
     connections: int = 0
+    failovers: int = 0  # connections sent to a later upstream because an earlier one was down
     dropped_before: int = 0  # the request never reached the server
     dropped_after: int = 0  # the server answered (and applied the chunk); the answer is lost
 
 
 class FaultyProxy:
-    """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port`. Each time the client sends
+    """Forwards 127.0.0.1:`port` to 127.0.0.1:`upstream_port` (a list: the first that
+    accepts, like a load balancer that skips dead replicas). Each time the client sends
     bytes, the connection is cut with probability `drop_before` instead of forwarding them;
     each time the server answers, it is cut with probability `drop_after` instead of
     passing the answer on. Bounded: at most `max_connections`, and it stops by itself
@@ -24,14 +26,14 @@ class FaultyProxy:
 
     def __init__(
         self,
-        upstream_port: int,
+        upstream_port: int | list[int],
         drop_before: float = 0.1,
         drop_after: float = 0.1,
         seed: int = 0,
         lifetime: float = 300.0,
         max_connections: int = 5000,
     ) -> None:
-        self.upstream_port = upstream_port
+        self.upstream_ports = upstream_port if isinstance(upstream_port, list) else [upstream_port]
         self.drop_before = drop_before
         self.drop_after = drop_after
         self.lifetime = lifetime
@@ -90,9 +92,14 @@ class FaultyProxy:
         if self.counts.connections > self.max_connections:
             client_out.transport.abort()
             return
-        try:
-            server_in, server_out = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
+        for rank, port in enumerate(self.upstream_ports):
+            try:
+                server_in, server_out = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue
+            self.counts.failovers += rank > 0
+            break
+        else:
             client_out.transport.abort()
             return
         writers = (client_out, server_out)

@@ -1,13 +1,16 @@
 """`Session.websocket()` against a real `lstm-serve`, through a proxy that cuts connections."""
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
 from lstm_stream_client import AsyncClient, Client, OffsetConflict, RetryPolicy
 
+from service.store.embedded import EmbeddedRedis
 from tests.client.reference import SENSOR, sensor_inputs, server_steps, stateless
 from tests.faults import FaultyProxy
+from tests.models import DEMO_DIR
 from tests.processes import ServiceProcess
 
 PATIENT = RetryPolicy(attempts=40, base_seconds=0.005, cap_seconds=0.1, budget_seconds=120)
@@ -71,3 +74,31 @@ def test_async_websockets_stream_many_sessions_at_once_through_faults(
     for index, (session_id, client_steps, outputs) in enumerate(results):
         assert client_steps == steps and server_steps(served.url, session_id) == steps
         assert np.array_equal(outputs, references[index % 4])
+
+
+def test_a_websocket_whose_replica_dies_continues_on_another_by_offset(
+    served: ServiceProcess, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    # The state is in Redis before each answer: when the replica holding the socket is
+    # killed, the client reconnects (through a balancer that skips dead replicas) to the
+    # other one and goes on at its offset, bit-exact.
+    inputs = sensor_inputs(2000, seed=33)
+    expected = stateless(served.url, SENSOR, inputs)
+    doomed = ServiceProcess(redis_server.url, DEMO_DIR, log_path=tmp_path / "doomed.log").start()
+    try:
+        with (
+            FaultyProxy([doomed.port, served.port], drop_before=0, drop_after=0) as balancer,
+            Client(balancer.url, retry=PATIENT) as client,
+        ):
+            session = client.create_session(SENSOR)
+            outputs = []
+            with session.websocket() as stream:
+                for index, y in enumerate(stream.stream(inputs, chunk_steps=20)):
+                    outputs.append(y)
+                    if index == 40:
+                        doomed.kill()
+    finally:
+        doomed.kill()
+    assert balancer.counts.failovers > 0
+    assert np.array_equal(np.concatenate(outputs), expected)
+    assert session.steps == 2000 and server_steps(served.url, session.id) == 2000

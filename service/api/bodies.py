@@ -44,7 +44,7 @@ def wants_binary(request: Request) -> bool:
     return OCTET_STREAM in request.headers.get("accept", "")
 
 
-def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+def _decode(decoder: msgspec.json.Decoder[Any], body: bytes | str) -> Any:
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -53,7 +53,8 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise InvalidInput("request body is not valid JSON") from None
 
 
-def _floats(body: bytes) -> Floats:
+def floats_from_bytes(body: bytes) -> Floats:
+    """A binary body's (or WebSocket frame's) flat float32 values."""
     if not body or len(body) % 4:
         raise InvalidInput(
             f"a binary body is little-endian float32 values: {len(body)} bytes is not a "
@@ -66,7 +67,7 @@ async def read_sequence(request: Request) -> Floats:
     """(T, F) from JSON, or the flat float32 values of a binary body."""
     body = await request.body()
     if _is_binary(request):
-        return _floats(body)
+        return floats_from_bytes(body)
     return as_array(_decode(_SEQUENCE, body).inputs)
 
 
@@ -74,18 +75,31 @@ async def read_chunk(request: Request, query_offset: int | None) -> tuple[Floats
     """The chunk and its offset (the body's, else the query's `?offset=n`)."""
     body = await request.body()
     if _is_binary(request):
-        return _floats(body), query_offset
+        return floats_from_bytes(body), query_offset
+    x, offset = chunk_from_json(body)
+    return x, offset if offset is not None else query_offset
+
+
+def chunk_from_json(body: bytes | str) -> tuple[Floats, int | None]:
+    """A JSON chunk (`{"inputs": T x F, "offset"?: n}`) and its offset, if it has one."""
     chunk = _decode(_CHUNK, body)
-    return as_array(chunk.inputs), chunk.offset if chunk.offset is not None else query_offset
+    return as_array(chunk.inputs), chunk.offset
+
+
+def encoded(content: dict[str, Any]) -> bytes:
+    return _ENCODER.encode(content)
+
+
+def float32_bytes(outputs: Floats) -> bytes:
+    return np.ascontiguousarray(outputs, dtype="<f4").tobytes()
 
 
 def json_answer(content: dict[str, Any], status_code: int = 200) -> Response:
-    return Response(_ENCODER.encode(content), status_code=status_code, media_type=JSON)
+    return Response(encoded(content), status_code=status_code, media_type=JSON)
 
 
 def binary_answer(outputs: Floats, headers: dict[str, str]) -> Response:
-    data = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
-    return Response(data, media_type=OCTET_STREAM, headers=headers)
+    return Response(float32_bytes(outputs), media_type=OCTET_STREAM, headers=headers)
 
 
 def request_body(schema: str) -> dict[str, Any]:

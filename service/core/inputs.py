@@ -77,15 +77,3 @@ def check_chunk(model: "ServedModel", x: Floats, max_steps: int) -> None:
         raise InvalidInput(
             "inputs must be finite: NaN, Infinity and values beyond float32 range are refused"
         )
-
-
-def from_float32_bytes(data: bytes, features: int) -> Floats:
-    """A (T, F) float32 array from little-endian float32 bytes, row-major (a binary chunk)."""
-    row_bytes = features * 4
-    if not data or len(data) % row_bytes:
-        raise InvalidInput(
-            f"a binary chunk is rows of {features} little-endian float32 values "
-            f"({row_bytes} bytes a row); got {len(data)} bytes",
-            expected_features=features,
-        )
-    return np.frombuffer(data, dtype="<f4").astype(F32).reshape(-1, features)

@@ -10,20 +10,17 @@ Errors are the route's `{"error": {...}}` objects as text messages; the socket s
 for the next chunk unless the session is gone.
 """
 
-import json
 import re
 
-import numpy as np
 from fastapi import APIRouter, WebSocket
-from pydantic import ValidationError
 from starlette.websockets import WebSocketDisconnect
 
 from service import errors
 from service.api import present
+from service.api.bodies import chunk_from_json, encoded, float32_bytes, floats_from_bytes
 from service.api.deps import DEFAULT_NAMESPACE
-from service.api.errors import error_text, invalid_input, refuse_websocket
-from service.api.schemas import SESSION_ID_PATTERN, ChunkRequest
-from service.core.inputs import as_array, from_float32_bytes
+from service.api.errors import error_text, refuse_websocket
+from service.api.schemas import SESSION_ID_PATTERN
 from service.core.session_record import SessionRecord
 from service.core.sessions import SessionService
 
@@ -31,7 +28,6 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 # After these the socket is closed (code 4000 + HTTP status): no later chunk can succeed.
 FATAL = (errors.SessionNotFound, errors.ModelNotFound)
-WIRE_FLOAT = np.dtype("<f4")
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
 
@@ -52,9 +48,7 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
         if not SESSION_ID.match(session_id):
             raise errors.InvalidInput(f"session id must match {SESSION_ID_PATTERN}")
         next_offset = _offset(websocket.query_params.get("offset"))
-        record = await sessions.get(namespace, session_id)
-        features = sessions.model(record.model).runner.input_features
-        known: SessionRecord | None = record
+        known: SessionRecord | None = await sessions.get(namespace, session_id)
     except errors.ServiceError as error:
         await refuse_websocket(websocket.scope, websocket.receive, websocket.send, error)
         return
@@ -69,14 +63,10 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
                 if len(frame if frame is not None else message.get("text") or "") > max_bytes:
                     raise errors.PayloadTooLarge(max_bytes, " (one WebSocket message)")
                 if frame is not None:
-                    x, offset = from_float32_bytes(frame, features), next_offset
+                    x, offset = floats_from_bytes(frame), next_offset
                 else:
-                    chunk = ChunkRequest.model_validate_json(message.get("text") or "")
-                    x, offset = as_array(chunk.inputs), chunk.offset
+                    x, offset = chunk_from_json(message.get("text") or "")
                 result = await sessions.predict(namespace, session_id, x, offset, known)
-            except ValidationError as invalid:
-                await websocket.send_text(error_text(invalid_input(invalid.errors())))
-                continue
             except errors.ServiceError as error:
                 known = None
                 await websocket.send_text(error_text(error))
@@ -86,8 +76,9 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
                 continue
             known, next_offset = result.record, result.record.steps
             if frame is not None:
-                await websocket.send_bytes(result.outputs.astype(WIRE_FLOAT).tobytes())
+                await websocket.send_bytes(float32_bytes(result.outputs))
             else:
-                await websocket.send_text(json.dumps(present.chunk_result(session_id, result)))
+                answer = encoded(present.chunk_result(session_id, result))
+                await websocket.send_text(answer.decode())
     except WebSocketDisconnect:
         return

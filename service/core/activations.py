@@ -63,6 +63,36 @@ CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 GLU = CODES["glu"]
 
 
+# What each activation name meant to Keras 2 (`tf_keras` 2.21, checked against it), as
+# kernel codes: `hard_sigmoid` was clip(0.2x + 0.5, 0, 1), Keras 3's `legacy_hard_sigmoid`;
+# `gelu` (exact, erf), `leaky_relu` (slope 0.2) and the others mean what Keras 3's do.
+KERAS2_ACTIVATIONS: dict[str, int] = {
+    **{
+        name: CODES[_ALIASES.get(name, name)]
+        for name in (
+            "linear",
+            "tanh",
+            "sigmoid",
+            "relu",
+            "relu6",
+            "leaky_relu",
+            "elu",
+            "selu",
+            "gelu",
+            "softplus",
+            "softsign",
+            "exponential",
+            "swish",
+            "silu",
+            "mish",
+            "softmax",
+            "log_softmax",
+        )
+    },
+    "hard_sigmoid": CODES[LEGACY_HARD_SIGMOID],
+}
+
+
 def activation_name(fn: Any) -> str:
     """The name Keras serializes an activation under (built-in or registered)."""
     serialized = keras.activations.serialize(fn)

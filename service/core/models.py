@@ -1,6 +1,5 @@
 """Model loading: `.keras` files in a directory become checked, served runners."""
 
-import copy
 import hashlib
 import json
 import logging
@@ -12,14 +11,15 @@ import keras
 import numpy as np
 
 from service.core import activations  # noqa: F401  (registers legacy_hard_sigmoid)
+from service.core.keras2_file import Keras2File, is_keras2_file, read_keras2_file
+from service.core.keras2_plan import Keras2Chain, build_keras2_runner, read_chain
+from service.core.keras2_reference import NUMPY_REFERENCE, numpy_reference, tf_keras_reference
 from service.core.plan import build_runner
+from service.core.probe import PROBE_TOLERANCE, keras_reference, probe_sequence, scaled_error
 from service.core.runner import StreamingRunner
 from service.errors import ModelNotFound, ModelNotStreamable
 
 log = logging.getLogger(__name__)
-
-# How far the runner may differ from Keras on the probe, as measured by `scaled_error`.
-PROBE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class ServedModel:
     runner: StreamingRunner
     path: Path
     probe_max_error: float
+    probe_reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,63 +48,80 @@ def fingerprint(model: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def _stateless_config(config: Any) -> Any:
-    """The same config with stateful layers made stateless and batch sizes freed."""
+def _without_object_ids(config: Any) -> Any:
+    # Keras 2 writes memory addresses (`shared_object_id`) into configs: not the model.
     if isinstance(config, dict):
-        out = {key: _stateless_config(value) for key, value in config.items()}
-        if out.get("stateful") is True:
-            out["stateful"] = False
-        for key in ("batch_shape", "batch_input_shape"):
-            if isinstance(out.get(key), list) and out[key]:
-                out[key] = [None, *out[key][1:]]
-        if "batch_size" in out and "batch_shape" in out:
-            out["batch_size"] = None
-        return out
+        return {k: _without_object_ids(v) for k, v in config.items() if k != "shared_object_id"}
     if isinstance(config, list):
-        return [_stateless_config(item) for item in config]
+        return [_without_object_ids(item) for item in config]
     return config
 
 
-def keras_reference(model: Any, inputs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """Keras's own `predict` on a stateless twin of `model`, for one (T, F) sequence."""
-    twin = model.__class__.from_config(_stateless_config(copy.deepcopy(model.get_config())))
-    twin.set_weights(model.get_weights())
-    return np.asarray(twin.predict(inputs[None], verbose=0)[0], dtype=np.float32)
+def keras2_fingerprint(file: Keras2File) -> str:
+    """The same idea for a Keras 2 file: its config and every weight, by layer."""
+    config = json.dumps(_without_object_ids(file.config), sort_keys=True, default=str)
+    digest = hashlib.sha256(config.encode())
+    for path in sorted(file.weights):
+        for name, array in file.weights[path]:
+            digest.update(f"{'/'.join(path)}/{name}".encode())
+            digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
+    return digest.hexdigest()[:16]
 
 
-def scaled_error(actual: np.ndarray[Any, Any], expected: np.ndarray[Any, Any]) -> float:
-    """Largest difference relative to the magnitude (absolute below 1): float32 rounding
-    grows with the value, and which last bits differ depends on the CPU's kernels."""
-    scale = np.maximum(1.0, np.abs(expected))
-    return float(np.max(np.abs(actual - expected) / scale))
+def _refuse_above(error: float, tolerance: float, reference: str) -> None:
+    if not error <= tolerance:
+        raise ModelNotStreamable(
+            f"the streaming runner differs from {reference} by {error:.3g} on the "
+            f"probe sequence (tolerance {tolerance:g}); refusing to serve it"
+        )
 
 
-def probe_error(model: Any, runner: StreamingRunner, steps: int) -> float:
-    """Largest scaled difference between the runner and Keras on a fixed random sequence."""
-    fixed_steps = model.inputs[0].shape[1]
-    steps = int(fixed_steps) if fixed_steps is not None else steps
-    probe = np.random.default_rng(20240521).normal(size=(steps, runner.input_features))
-    probe = probe.astype(np.float32)
-    expected = keras_reference(model, probe)
-    actual, _ = runner.step(probe, runner.initial_state())
-    return scaled_error(actual, expected)
-
-
-def load_model(
-    path: Path, probe_steps: int = 64, tolerance: float = PROBE_TOLERANCE
-) -> ServedModel:
+def _load_keras3(path: Path, probe_steps: int, tolerance: float) -> ServedModel:
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file
         raise ModelNotStreamable(f"cannot load {path.name}: {exc}") from exc
     runner = build_runner(model)
-    error = probe_error(model, runner, probe_steps)
-    if not error <= tolerance:
-        raise ModelNotStreamable(
-            f"the streaming runner differs from Keras model.predict by {error:.3g} on the "
-            f"probe sequence (tolerance {tolerance:g}); refusing to serve it"
-        )
-    return ServedModel(path.stem, fingerprint(model), runner, path, error)
+    probe = probe_sequence(runner.input_features, probe_steps, model.inputs[0].shape[1])
+    actual, _ = runner.step(probe, runner.initial_state())
+    error = scaled_error(actual, keras_reference(model, probe))
+    _refuse_above(error, tolerance, "Keras model.predict")
+    return ServedModel(
+        path.stem, fingerprint(model), runner, path, error, f"keras {keras.__version__}"
+    )
+
+
+def _keras2_expected(
+    path: Path, chain: Keras2Chain, probe: np.ndarray[Any, Any]
+) -> tuple[Any, str]:
+    try:
+        answer = tf_keras_reference(path, probe)
+    except Exception as exc:  # tf_keras raises many types for files it cannot rebuild
+        log.warning("tf_keras cannot load %s (%s); probing against numpy float64", path, exc)
+        answer = None
+    return answer or (numpy_reference(chain, probe), NUMPY_REFERENCE)
+
+
+def _load_keras2(path: Path, probe_steps: int, tolerance: float) -> ServedModel:
+    file = read_keras2_file(path)
+    chain = read_chain(file)
+    runner = build_keras2_runner(chain)
+    probe = probe_sequence(runner.input_features, probe_steps, chain.input_shape[1])
+    actual, _ = runner.step(probe, runner.initial_state())
+    expected, reference = _keras2_expected(path, chain, probe)
+    error = scaled_error(actual, expected)
+    _refuse_above(error, tolerance, f"Keras 2 ({reference})")
+    return ServedModel(path.stem, keras2_fingerprint(file), runner, path, error, reference)
+
+
+def load_model(
+    path: Path, probe_steps: int = 64, tolerance: float = PROBE_TOLERANCE
+) -> ServedModel:
+    """A checked runner for a `.keras` or `.h5` file; Keras 2 files are read without
+    Keras 3, which would refuse them or change their numbers."""
+    if is_keras2_file(path):
+        return _load_keras2(path, probe_steps, tolerance)
+    return _load_keras3(path, probe_steps, tolerance)
 
 
 class ModelRegistry:
@@ -118,7 +136,7 @@ class ModelRegistry:
         cls, directory: Path, probe_steps: int = 64, tolerance: float = PROBE_TOLERANCE
     ) -> "ModelRegistry":
         models, refused = [], []
-        for path in sorted(Path(directory).glob("*.keras")):
+        for path in sorted(Path(directory).glob("*.keras")) + sorted(Path(directory).glob("*.h5")):
             try:
                 model = load_model(path, probe_steps, tolerance)
             except ModelNotStreamable as exc:
@@ -126,10 +144,11 @@ class ModelRegistry:
                 refused.append(RefusedModel(path.stem, path, str(exc)))
                 continue
             log.info(
-                "serving model %s version %s (probe error %.2g)",
+                "serving model %s version %s (probe error %.2g against %s)",
                 model.name,
                 model.version,
                 model.probe_max_error,
+                model.probe_reference,
             )
             models.append(model)
         return cls(models, refused)

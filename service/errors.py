@@ -1,6 +1,7 @@
 """Domain errors: each carries its HTTP status and stable code, and formats its own message
 from its arguments, so raise sites and the documentation's examples agree."""
 
+from collections.abc import Sequence
 from typing import Any, Self
 
 
@@ -28,13 +29,18 @@ class ServiceError(Exception):
 class ModelNotFound(ServiceError):
     status, code = 404, "model_not_found"
 
-    def __init__(self, name: str, version: str | None = None, served: str | None = None) -> None:
+    def __init__(
+        self, name: str, version: str | None = None, served: Sequence[int] = (), refused: str = ""
+    ) -> None:
         if version is None:
-            super().__init__(f"no model named '{name}' is served", model=name)
+            reason = f" (refused: {refused})" if refused else ""
+            super().__init__(f"no model named '{name}' is served{reason}", model=name)
         else:
+            numbers = ", ".join(str(number) for number in served)
             super().__init__(
-                f"model '{name}' has no version '{version}'; it serves version '{served}'",
+                f"model '{name}' has no version '{version}'; it serves versions {numbers}",
                 model=name,
+                version=version,
             )
 
     @classmethod
@@ -128,8 +134,8 @@ class ModelVersionMismatch(ServiceError):
     ) -> None:
         super().__init__(
             f"session '{session_id}' was started on version {session_version} of '{model}', "
-            f"which now serves {served_version}; reset the session to continue on the new "
-            "version",
+            f"which is no longer served (the latest is {served_version}); reset the session "
+            "to continue on the latest version",
             session_version=session_version,
             served_version=served_version,
         )
@@ -177,8 +183,24 @@ class PayloadTooLarge(ServiceError):
 class Unauthorized(ServiceError):
     status, code = 401, "unauthorized"
 
+    def __init__(self, admin: bool = False) -> None:
+        if admin:
+            super().__init__("reloading models needs an admin key (LSTM_ADMIN_API_KEYS)")
+        else:
+            super().__init__("missing or unknown API key: send Authorization: Bearer <key>")
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "forbidden"
+
     def __init__(self) -> None:
-        super().__init__("missing or unknown API key: send Authorization: Bearer <key>")
+        super().__init__(
+            "reloading models needs an admin key (LSTM_ADMIN_API_KEYS), not an API key"
+        )
 
     @classmethod
     def example(cls) -> Self:

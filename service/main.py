@@ -1,6 +1,7 @@
 """The only wiring point: settings in, a FastAPI app out."""
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api.auth import ApiKeyAuth, ApiKeys, load_api_keys
+from service.api.auth import ApiKeyAuth, ApiKeys, load_admin_keys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.grpc.server import GrpcServer
@@ -19,7 +20,7 @@ from service.api.openapi import install_openapi
 from service.api.routes import health, metrics, models, sessions, stream, v2
 from service.core.batcher import MicroBatcher
 from service.core.kernel_cache import compile_kernels
-from service.core.models import ModelRegistry
+from service.core.repository import ModelRegistry, VersionPolicy
 from service.core.sequences import SequenceService
 from service.core.sessions import SessionLimits, SessionService
 from service.metrics import PrometheusMetrics
@@ -47,10 +48,22 @@ message in the same encoding, errors as `{"error": ...}` text messages.
 """
 
 
+async def poll(models: ModelRegistry, seconds: float) -> None:
+    """Rescan the repository every `seconds`: each replica and worker converges on the
+    same versions by itself, and their fingerprints agree without coordination."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await asyncio.to_thread(models.refresh)
+        except Exception:  # a failed scan must not stop the next one
+            log.exception("scanning the model repository failed")
+
+
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     settings = settings or Settings()
     telemetry = PrometheusMetrics()
     api_keys = load_api_keys(settings)
+    admin_keys = load_admin_keys(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,8 +84,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 settings.model_dir,
                 settings.probe_steps,
                 settings.probe_tolerance,
+                VersionPolicy.parse(settings.model_version_policy),
+                lambda changed: telemetry.set_models(
+                    (model.name, model.version) for model in changed.loaded()
+                ),
             )
-        telemetry.set_models((model.name, model.version) for model in models.all())
+        telemetry.set_models((model.name, model.version) for model in models.loaded())
         app.state.settings = settings
         app.state.sessions = SessionService(
             store,
@@ -93,6 +110,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         gc.collect()
         gc.freeze()
         grpc_server = None
+        poller = None
+        if settings.model_poll_seconds > 0 and registry is None:
+            poller = asyncio.create_task(poll(models, settings.model_poll_seconds))
         try:
             if settings.grpc_port:
                 keys = ApiKeys(api_keys) if api_keys else None
@@ -102,6 +122,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         finally:
             if grpc_server:
                 await grpc_server.stop()
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             await store.close()
             if embedded:
                 embedded.stop()
@@ -118,8 +142,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     install_error_handlers(app)
     # Added innermost first: RequestObserver sees everything, auth runs before body limits.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    if api_keys:
-        app.add_middleware(ApiKeyAuth, keys=ApiKeys(api_keys))
+    if api_keys or admin_keys:
+        app.add_middleware(
+            ApiKeyAuth,
+            keys=ApiKeys(api_keys) if api_keys else None,
+            admin=ApiKeys(admin_keys) if admin_keys else None,
+        )
     app.add_middleware(
         RequestObserver,
         metrics=telemetry,

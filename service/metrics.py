@@ -146,6 +146,8 @@ class PrometheusMetrics:
         child.inc()
 
     def set_models(self, models: Iterable[tuple[str, str]]) -> None:
+        """The versions served now (those unloaded since leave the gauge)."""
+        self.models_loaded.clear()
         for name, version in models:
             self.models_loaded.labels(name, version).set(1)
 

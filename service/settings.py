@@ -27,7 +27,17 @@ class Settings(BaseSettings):
     fails with 503 `store_unavailable`."""
 
     model_dir: Path = DEMO_MODEL_DIR
-    """Directory of `.keras` files; each is served under its file name."""
+    """The model repository: `<name>/<version>/model.keras` (or `model.h5`) with integer
+    versions, and flat `<name>.keras` / `<name>.h5` files (version 1). Keras 3 files and
+    Keras 2 files (`.h5`, `tf_keras` `.keras`) alike."""
+
+    model_version_policy: str = Field("all", pattern=r"^(all|latest(:[1-9][0-9]*)?)$")
+    """Which versions of each model are served: `all`, or `latest:N` (the N highest that
+    load and pass the probe; `latest` is `latest:1`)."""
+
+    model_poll_seconds: float = Field(0.0, ge=0)
+    """How often the repository is scanned for new, changed and removed versions. 0: only
+    at start and on `POST /v1/models/{name}/reload`."""
 
     data_dir: Path = Path.home() / ".local" / "share" / "lstm-stream" / "redis"
     """Where the embedded Redis keeps its AOF files, so sessions survive a restart.
@@ -55,6 +65,10 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = None
     """Comma-separated API keys. Set: `/v1` and `/v2` (not the health routes) need
     `Authorization: Bearer <key>`, and each key sees only its own sessions."""
+
+    admin_api_keys: SecretStr | None = None
+    """Comma-separated admin keys: the only keys that may call `POST /v1/models/{name}/reload`
+    when `api_keys` or these are set. With API keys set and no admin key, nobody may."""
 
     api_keys_file: Path | None = None
     """A file of API keys, one per line (`#` starts a comment), read at start and added to
@@ -98,7 +112,9 @@ class Settings(BaseSettings):
     def _empty_url_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("api_keys", "api_keys_file", "kernel_cache_dir", mode="before")
+    @field_validator(
+        "api_keys", "api_keys_file", "kernel_cache_dir", "admin_api_keys", mode="before"
+    )
     @classmethod
     def _empty_keys_are_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -2,17 +2,19 @@
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import refuse_websocket, send_error
-from service.errors import Unauthorized
+from service.errors import Forbidden, Unauthorized
 from service.settings import Settings
 
 PROTECTED_PREFIXES = ("/v1/", "/v2/")
 PROTECTED_PATHS = frozenset({"/v1", "/v2"})
 OPEN_PREFIXES = ("/v2/health/",)
+ADMIN_PATH = re.compile(r"^/v1/models/[^/]+/reload$")
 CHALLENGE = b'Bearer realm="lstm-stream"'
 
 
@@ -29,6 +31,15 @@ def load_api_keys(settings: Settings) -> list[str]:
         # Fail closed: a key setting that names no key is a mistake, not a wish to run open.
         raise ValueError("LSTM_API_KEYS / LSTM_API_KEYS_FILE is set but names no API key")
     return keys
+
+
+def load_admin_keys(settings: Settings) -> list[str]:
+    if settings.admin_api_keys is None:
+        return []
+    keys = [key.strip() for key in settings.admin_api_keys.get_secret_value().split(",")]
+    if not any(keys):
+        raise ValueError("LSTM_ADMIN_API_KEYS is set but names no key")
+    return [key for key in keys if key]
 
 
 def namespace_of(key: str) -> str:
@@ -75,24 +86,43 @@ def _bearer_token(scope: Scope) -> bytes | None:
 
 class ApiKeyAuth:
     """401 `unauthorized` for protected paths without a known key; otherwise sets
-    `state.namespace` to the key's namespace, which the routes pass to the core."""
+    `state.namespace` to the key's namespace, which the routes pass to the core.
+    Admin paths (model reloads) take only admin keys: 403 `forbidden` for a plain key."""
 
-    def __init__(self, app: ASGIApp, keys: ApiKeys) -> None:
+    def __init__(self, app: ASGIApp, keys: ApiKeys | None, admin: ApiKeys | None = None) -> None:
         self.app = app
         self.keys = keys
+        self.admin = admin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or not is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
         token = _bearer_token(scope)
-        namespace = self.keys.namespace_for(token) if token is not None else None
-        if namespace is None:
-            challenge = ((b"www-authenticate", CHALLENGE),)
-            if scope["type"] == "websocket":
-                await refuse_websocket(scope, receive, send, Unauthorized(), challenge)
-            else:
-                await send_error(scope, send, Unauthorized(), challenge)
-            return
-        scope.setdefault("state", {})["namespace"] = namespace
+        if ADMIN_PATH.match(scope["path"]):
+            admin = self.admin.namespace_for(token) if self.admin and token else None
+            if admin is None:
+                await self._refuse(scope, send, token)
+                return
+        elif self.keys is not None:
+            namespace = self.keys.namespace_for(token) if token is not None else None
+            if namespace is None:
+                challenge = ((b"www-authenticate", CHALLENGE),)
+                if scope["type"] == "websocket":
+                    await refuse_websocket(scope, receive, send, Unauthorized(), challenge)
+                else:
+                    await send_error(scope, send, Unauthorized(), challenge)
+                return
+            scope.setdefault("state", {})["namespace"] = namespace
         await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, send: Send, token: bytes | None) -> None:
+        known = self.keys is not None and token is not None and self.keys.namespace_for(token)
+        if known:
+            await send_error(scope, send, Forbidden())
+        else:
+            await self._unauthorized(scope, send, admin=True)
+
+    @staticmethod
+    async def _unauthorized(scope: Scope, send: Send, admin: bool) -> None:
+        await send_error(scope, send, Unauthorized(admin), ((b"www-authenticate", CHALLENGE),))

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from service.api.schemas import SESSION_ID_PATTERN
-from service.core.models import ModelRegistry
+from service.core.repository import ModelRegistry
 from service.core.sessions import SessionService
 
 DEFAULT_NAMESPACE = "_"

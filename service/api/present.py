@@ -3,7 +3,8 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from service.core.models import ServedModel
+from service.core.models import RefusedModel, ServedModel
+from service.core.repository import ModelRegistry
 from service.core.session_record import SessionRecord
 from service.core.sessions import ChunkResult
 
@@ -12,7 +13,19 @@ def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def model_info(model: ServedModel) -> dict[str, Any]:
+def _version_info(model: ServedModel) -> dict[str, Any]:
+    runner = model.runner
+    return {
+        "version_number": model.number,
+        "version": model.version,
+        "input_features": runner.input_features,
+        "output_features": runner.output_features,
+        "per_step": runner.per_step,
+        "state_bytes": runner.state_bytes,
+    }
+
+
+def model_info(model: ServedModel, models: ModelRegistry) -> dict[str, Any]:
     runner = model.runner
     return {
         "name": model.name,
@@ -30,7 +43,17 @@ def model_info(model: ServedModel) -> dict[str, Any]:
             for layer in runner.recurrent_layers
         ],
         "state_bytes": runner.state_bytes,
+        "version_number": model.number,
+        "versions": [_version_info(version) for version in models.versions(model.name)],
+        "refused_versions": [
+            {"version_number": refused.number, "reason": refused.reason}
+            for refused in models.refused_versions(model.name)
+        ],
     }
+
+
+def refused_model(refused: RefusedModel) -> dict[str, Any]:
+    return {"name": refused.name, "version_number": refused.number, "reason": refused.reason}
 
 
 def session_info(session_id: str, record: SessionRecord) -> dict[str, Any]:

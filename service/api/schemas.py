@@ -23,6 +23,18 @@ SEED_MODEL_INFO: dict[str, Any] = {
     "per_step": True,
     "layers": [{"name": "lstm", "kind": "LSTM", "units": 1, "state": ["h", "c"]}],
     "state_bytes": 8,
+    "version_number": 1,
+    "versions": [
+        {
+            "version_number": 1,
+            "version": "1f140261b48b4a70",
+            "input_features": 2,
+            "output_features": 1,
+            "per_step": True,
+            "state_bytes": 8,
+        }
+    ],
+    "refused_versions": [],
 }
 
 
@@ -33,7 +45,23 @@ class RecurrentLayer(BaseModel):
     state: list[str] = Field(description="State vectors in stored order, each `units` long.")
 
 
+class ModelVersionInfo(BaseModel):
+    version_number: int = Field(description="The repository's number (`<name>/<number>/`).")
+    version: str = Field(description="Fingerprint: what a session started on it is pinned to.")
+    input_features: int
+    output_features: int
+    per_step: bool
+    state_bytes: int
+
+
+class RefusedVersion(BaseModel):
+    version_number: int
+    reason: str = Field(description="Why the file is not served, naming the layer at fault.")
+
+
 class ModelInfo(BaseModel):
+    """The latest version in full, and every version served."""
+
     name: str = Field(examples=["seed-lstm"])
     version: str = Field(description="Fingerprint of the architecture and weights.")
     input_features: int
@@ -43,12 +71,18 @@ class ModelInfo(BaseModel):
     )
     layers: list[RecurrentLayer]
     state_bytes: int = Field(description="Size of one session's recurrent state, float32.")
+    version_number: int = Field(description="The latest version's number: new sessions' default.")
+    versions: list[ModelVersionInfo] = Field(description="Every version served, oldest first.")
+    refused_versions: list[RefusedVersion] = Field(
+        description="Versions in the repository that are not served, and why."
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [SEED_MODEL_INFO]})
 
 
 class RefusedModelInfo(BaseModel):
     name: str
+    version_number: int
     reason: str = Field(description="Why the file is not served, naming the layer at fault.")
 
 
@@ -66,6 +100,7 @@ class ModelList(BaseModel):
                     "refused": [
                         {
                             "name": "bidi",
+                            "version_number": 1,
                             "reason": "layer 'bidirectional' (Bidirectional) is not supported: "
                             "a bidirectional layer reads the sequence backwards from its end",
                         }
@@ -111,8 +146,19 @@ class CreateSessionRequest(_Request):
     ttl_seconds: int | None = Field(
         None, gt=0, description="Lifetime after the last write. Default 24 h."
     )
+    version: int | None = Field(
+        None, gt=0, description="Version number to pin the session to; omitted: the latest."
+    )
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"ttl_seconds": 3600}]})
+
+
+class ResetRequest(_Request):
+    version: int | None = Field(
+        None, gt=0, description="Version number to move the session to; omitted: the latest."
+    )
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"version": 2}]})
 
 
 class SessionInfo(BaseModel):

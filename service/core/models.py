@@ -1,4 +1,4 @@
-"""Model loading: `.keras` files in a directory become checked, served runners."""
+"""Model loading: a `.keras` or `.h5` file (Keras 3 or Keras 2) becomes a checked runner."""
 
 import hashlib
 import json
@@ -17,7 +17,7 @@ from service.core.keras2_reference import NUMPY_REFERENCE, numpy_reference, tf_k
 from service.core.plan import build_runner
 from service.core.probe import PROBE_TOLERANCE, keras_reference, probe_sequence, scaled_error
 from service.core.runner import StreamingRunner
-from service.errors import ModelNotFound, ModelNotStreamable
+from service.errors import ModelNotStreamable
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ServedModel:
     name: str
-    version: str
+    version: str  # the fingerprint: what sessions are pinned to, equal on every replica
     runner: StreamingRunner
     path: Path
     probe_max_error: float
     probe_reference: str = ""
+    number: int = 1  # the repository's version number (`<name>/<number>/model.keras`)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RefusedModel:
     name: str
     path: Path
     reason: str
+    number: int = 1
 
 
 def fingerprint(model: Any) -> str:
@@ -122,46 +124,3 @@ def load_model(
     if is_keras2_file(path):
         return _load_keras2(path, probe_steps, tolerance)
     return _load_keras3(path, probe_steps, tolerance)
-
-
-class ModelRegistry:
-    """The models this process serves, by name, and the files it refused."""
-
-    def __init__(self, models: list[ServedModel], refused: list[RefusedModel]) -> None:
-        self._models = {model.name: model for model in models}
-        self.refused = refused
-
-    @classmethod
-    def from_directory(
-        cls, directory: Path, probe_steps: int = 64, tolerance: float = PROBE_TOLERANCE
-    ) -> "ModelRegistry":
-        models, refused = [], []
-        for path in sorted(Path(directory).glob("*.keras")) + sorted(Path(directory).glob("*.h5")):
-            try:
-                model = load_model(path, probe_steps, tolerance)
-            except ModelNotStreamable as exc:
-                log.error("refusing model %s: %s", path.name, exc)
-                refused.append(RefusedModel(path.stem, path, str(exc)))
-                continue
-            log.info(
-                "serving model %s version %s (probe error %.2g against %s)",
-                model.name,
-                model.version,
-                model.probe_max_error,
-                model.probe_reference,
-            )
-            models.append(model)
-        return cls(models, refused)
-
-    def get(self, name: str, version: str | None = None) -> ServedModel:
-        """The model served as `name`; with `version`, only if that is the one served."""
-        try:
-            model = self._models[name]
-        except KeyError:
-            raise ModelNotFound(name) from None
-        if version is not None and version != model.version:
-            raise ModelNotFound(name, version, model.version)
-        return model
-
-    def all(self) -> list[ServedModel]:
-        return list(self._models.values())

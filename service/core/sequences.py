@@ -72,7 +72,7 @@ class SequenceService:
         name = f"sequence {describe(sequence_id)} of model '{model.name}'"
         try:
             if start:
-                await self._start(namespace, model.name, session_id)
+                await self._start(namespace, model, session_id)
             result = await self.sessions.predict(namespace, session_id, x[0], offset)
         except SessionNotFound:
             raise SequenceNotFound(name, sequence_id) from None
@@ -88,16 +88,16 @@ class SequenceService:
                 await self.sessions.delete(namespace, session_id)
         return result
 
-    async def _start(self, namespace: str, model_name: str, session_id: str) -> None:
-        """Create the session at zero state, or reset it when it exists."""
+    async def _start(self, namespace: str, model: ServedModel, session_id: str) -> None:
+        """Create the session at zero state on `model`'s version, or reset it when it exists."""
         for _ in range(START_ATTEMPTS):
             try:
-                await self.sessions.create(namespace, model_name, session_id)
+                await self.sessions.create(namespace, model.name, session_id, version=model.number)
                 return
             except SessionExists:
                 pass
             try:
-                await self.sessions.reset(namespace, session_id)
+                await self.sessions.reset(namespace, session_id, version=model.number)
                 return
             except SessionNotFound:
                 continue  # ended between the two calls: create it again

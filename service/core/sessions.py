@@ -15,7 +15,8 @@ from service.core.arrays import Floats
 from service.core.batcher import MicroBatcher
 from service.core.inputs import as_rows, check_chunk
 from service.core.keyed_locks import KeyedLocks
-from service.core.models import ModelRegistry, ServedModel
+from service.core.models import ServedModel
+from service.core.repository import ModelRegistry
 from service.core.session_record import SessionRecord, chunk_digest
 from service.errors import (
     InvalidInput,
@@ -163,7 +164,7 @@ class SessionService:
         self._in_flight = 0  # chunk and predict requests in progress in this process
         self._writers = KeyedLocks(TURN_PATIENCE_SECONDS)
 
-    def model(self, name: str, version: str | None = None) -> ServedModel:
+    def model(self, name: str, version: int | str | None = None) -> ServedModel:
         return self.models.get(name, version)
 
     async def readiness(self) -> Readiness:
@@ -205,8 +206,9 @@ class SessionService:
         model_name: str,
         session_id: str | None = None,
         ttl_seconds: int | None = None,
+        version: int | None = None,
     ) -> tuple[str, SessionRecord]:
-        model = self.models.get(model_name)
+        model = self.models.get(model_name, version)
         ttl = ttl_seconds or self.limits.default_ttl_seconds
         if ttl > self.limits.max_ttl_seconds:
             raise InvalidInput(
@@ -255,10 +257,12 @@ class SessionService:
         return SessionRecord.decode(blob)
 
     def _model_for(self, record: SessionRecord, session_id: str) -> ServedModel:
-        model = self.models.get(record.model)
-        if model.version != record.model_version:
+        """The version the session is pinned to, while it is served."""
+        model = self.models.find(record.model, record.model_version)
+        if model is None:
+            latest = self.models.get(record.model)
             raise ModelVersionMismatch(
-                session_id, record.model, record.model_version, model.version
+                session_id, record.model, record.model_version, latest.version
             )
         return model
 
@@ -308,9 +312,13 @@ class SessionService:
             return ChunkResult(record, offset, record.last_outputs, replayed=True)
         raise OffsetConflict.for_session(offset, record.steps, session_id)
 
-    async def reset(self, namespace: str, session_id: str) -> SessionRecord:
+    async def reset(
+        self, namespace: str, session_id: str, version: int | None = None
+    ) -> SessionRecord:
+        """Back to zero state and step 0, on the latest version or the one asked for."""
+
         async def restart(record: SessionRecord) -> tuple[SessionRecord, SessionRecord]:
-            model = self.models.get(record.model)
+            model = self.models.get(record.model, version)
             updated = record.advanced(
                 steps=0,
                 updated_ms=self._clock(),

@@ -196,10 +196,11 @@ def test_unknown_routes_models_and_versions_are_404_in_v2_shape(client):
     assert "no route" in error_of(client.get("/v2/models/seed-lstm/infer"), 404)
     assert "nope" in error_of(client.get("/v2/models/nope"), 404)
     assert "nope" in error_of(client.get("/v2/models/nope/ready"), 404)
-    assert "version" in error_of(client.get("/v2/models/seed-lstm/versions/1/ready"), 404)
+    # A flat file is version 1 of its model; there is no version 2.
+    assert "version" in error_of(client.get("/v2/models/seed-lstm/versions/2/ready"), 404)
     x = np.zeros((1, 1, 2), dtype=np.float32)
     response = client.post(
-        "/v2/models/seed-lstm/versions/1/infer", content=json.dumps(json_request(x))
+        "/v2/models/seed-lstm/versions/2/infer", content=json.dumps(json_request(x))
     )
     assert "version" in error_of(response, 404)
     # The native API keeps its own error shape.
@@ -212,7 +213,9 @@ def test_health_and_metadata_routes(client):
     assert client.get("/v2/health/ready").json() == {"ready": True}
     assert client.get("/v2/models/seed-lstm/ready").json() == {"name": "seed-lstm", "ready": True}
     version = client.get("/v1/models/seed-lstm").json()["version"]
-    assert client.get(f"/v2/models/seed-lstm/versions/{version}").json()["versions"] == [version]
+    # Versions are named by number, as in Triton, or by fingerprint.
+    assert client.get(f"/v2/models/seed-lstm/versions/{version}").json()["versions"] == ["1"]
+    assert client.get("/v2/models/seed-lstm/versions/1/ready").json()["ready"] is True
     assert "/v2/models/{model}/infer" in client.get("/openapi.json").json()["paths"]
 
 

@@ -75,7 +75,7 @@ def test_health_and_metadata(client, native):
     for name in ("sensor-lstm", "lstm-last-step"):
         info = native.get(f"/v1/models/{name}").json()
         metadata = client.get_model_metadata(name)
-        assert metadata["versions"] == [info["version"]]
+        assert metadata["versions"] == [str(info["version_number"])]
         assert metadata["inputs"] == [
             {"name": "inputs", "datatype": "FP32", "shape": [-1, -1, info["input_features"]]}
         ]
@@ -88,7 +88,7 @@ def test_health_and_metadata(client, native):
         assert client.get_model_metadata(name, model_version=info["version"]) == metadata
     assert not client.is_model_ready("no-such-model")
     assert "no-such-model" in refused("404", client.get_model_metadata, "no-such-model")
-    message = refused("404", client.get_model_metadata, "sensor-lstm", model_version="1")
+    message = refused("404", client.get_model_metadata, "sensor-lstm", model_version="2")
     assert "version" in message
 
 

@@ -50,7 +50,7 @@ class InferenceService:
         self, request: pb.ModelMetadataRequest, namespace: str
     ) -> pb.ModelMetadataResponse:
         model = self.sessions.model(request.name, request.version or None)
-        return pb.ModelMetadataResponse(**metadata(model))
+        return pb.ModelMetadataResponse(**metadata(model, self.sessions.models))
 
     async def model_config(
         self, request: pb.ModelConfigRequest, namespace: str

@@ -1,3 +1,4 @@
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Request, Response
@@ -30,8 +31,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 async def list_models(models: Models) -> JSONResponse:
     return JSONResponse(
         {
-            "models": [present.model_info(m) for m in models.all()],
-            "refused": [{"name": r.name, "reason": r.reason} for r in models.refused],
+            "models": [present.model_info(m, models) for m in models.all()],
+            "refused": [present.refused_model(r) for r in models.refused],
         }
     )
 
@@ -43,7 +44,20 @@ async def list_models(models: Models) -> JSONResponse:
     summary="Describe one model",
 )
 async def get_model(model: ModelName, models: Models) -> JSONResponse:
-    return JSONResponse(present.model_info(models.get(model)))
+    return JSONResponse(present.model_info(models.get(model), models))
+
+
+@router.post(
+    "/{model}/reload",
+    response_model=ModelInfo,
+    responses=responses(errors.ModelNotFound, errors.Unauthorized, errors.Forbidden),
+    summary="Load new versions of a model and unload removed ones",
+    description="Each new file is probe-checked before it serves; a file that fails is listed "
+    "in `refused_versions` and the versions served stay. Admin-only when API keys are set.",
+)
+async def reload_model(model: ModelName, models: Models) -> JSONResponse:
+    await asyncio.to_thread(models.refresh, model)
+    return JSONResponse(present.model_info(models.get(model), models))
 
 
 @router.post(
@@ -97,10 +111,16 @@ async def create_session(
                     "summary": "Client-chosen id and a 1-hour TTL",
                     "value": {"session_id": "pump-7", "ttl_seconds": 3600},
                 },
+                "pinned version": {
+                    "summary": "Pinned to version 2 of the model",
+                    "value": {"version": 2},
+                },
             }
         ),
     ] = None,
 ) -> JSONResponse:
     body = body or CreateSessionRequest()
-    session_id, record = await sessions.create(namespace, model, body.session_id, body.ttl_seconds)
+    session_id, record = await sessions.create(
+        namespace, model, body.session_id, body.ttl_seconds, body.version
+    )
     return JSONResponse(present.session_info(session_id, record), status_code=201)

@@ -1,6 +1,6 @@
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import errors
@@ -15,7 +15,7 @@ from service.api.bodies import (
 )
 from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
-from service.api.schemas import ChunkResponse, SessionInfo
+from service.api.schemas import ChunkResponse, ResetRequest, SessionInfo
 from service.core.sessions import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -94,13 +94,25 @@ async def predict_chunk(
     response_model=SessionInfo,
     responses=responses(errors.SessionNotFound, errors.ModelNotFound),
     summary="Return a session to zero state and step 0",
+    description="On the model's latest version, or the version number in the body.",
 )
 async def reset_session(
-    session_id: SessionId, sessions: Sessions, namespace: Namespace
+    session_id: SessionId,
+    sessions: Sessions,
+    namespace: Namespace,
+    body: Annotated[
+        ResetRequest | None,
+        Body(
+            openapi_examples={
+                "latest": {"summary": "On the latest version", "value": {}},
+                "pinned": {"summary": "On version 2", "value": {"version": 2}},
+            }
+        ),
+    ] = None,
 ) -> JSONResponse:
-    return JSONResponse(
-        present.session_info(session_id, await sessions.reset(namespace, session_id))
-    )
+    version = body.version if body is not None else None
+    record = await sessions.reset(namespace, session_id, version)
+    return JSONResponse(present.session_info(session_id, record))
 
 
 @router.delete(

@@ -13,6 +13,7 @@ from service.api.errors import render
 from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
 from service.api.v2_codec import encode_response as encode
 from service.core.models import ServedModel
+from service.core.repository import ModelRegistry
 from service.core.sequences import SequenceService
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def output_spec(model: ServedModel) -> TensorSpec:
     return TensorSpec(OUTPUT_NAME, [-1, units], "[batch, units]")
 
 
-def metadata(model: ServedModel) -> dict[str, Any]:
+def metadata(model: ServedModel, models: ModelRegistry) -> dict[str, Any]:
     return {
         "name": model.name,
-        "versions": [model.version],
+        "versions": [str(version.number) for version in models.versions(model.name)],
         "platform": "keras",
         "inputs": [input_spec(model).metadata()],
         "outputs": [output_spec(model).metadata()],
@@ -102,12 +103,12 @@ async def ready(sessions: Sessions) -> Response:
 
 @router.get("/models/{model}", summary="Model metadata", responses=ERRORS)
 async def model_metadata(model: ModelName, models: Models) -> dict[str, Any]:
-    return metadata(models.get(model))
+    return metadata(models.get(model), models)
 
 
 @router.get("/models/{model}/versions/{version}", summary="Model metadata", responses=ERRORS)
 async def model_version_metadata(model: ModelName, version: str, models: Models) -> dict[str, Any]:
-    return metadata(models.get(model, version))
+    return metadata(models.get(model, version), models)
 
 
 @router.get("/models/{model}/ready", summary="Model readiness", responses=ERRORS)

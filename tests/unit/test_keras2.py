@@ -6,7 +6,7 @@ import pytest
 from service.core.keras2_file import is_keras2_file, read_keras2_file
 from service.core.keras2_plan import read_chain
 from service.core.keras2_reference import numpy_reference
-from service.core.models import load_model
+from service.core.models import PROBE_TOLERANCE, load_model, scaled_error
 from service.errors import ModelNotStreamable
 from tests.keras2_models import (
     KERAS2_MODELS,
@@ -37,7 +37,7 @@ def test_runner_matches_tf_keras_predict(keras2_dir, file_name):
     assert served.probe_reference.startswith("tf_keras")
     x = probe_like(served.runner.input_features)
     outputs, _ = served.runner.step(x, served.runner.initial_state())
-    np.testing.assert_allclose(outputs, tf_keras_predict(path, x), atol=1e-5, rtol=1e-5)
+    assert scaled_error(outputs, tf_keras_predict(path, x)) <= PROBE_TOLERANCE
 
 
 @pytest.mark.parametrize("file_name", sorted(KERAS2_MODELS))
@@ -47,7 +47,7 @@ def test_float64_reference_matches_tf_keras_predict(keras2_dir, file_name):
     chain = read_chain(read_keras2_file(path))
     x = probe_like(chain.input_features, seed=8)
     expected = tf_keras_predict(path, x)
-    np.testing.assert_allclose(numpy_reference(chain, x), expected, atol=1e-5, rtol=1e-5)
+    assert scaled_error(numpy_reference(chain, x), expected) <= PROBE_TOLERANCE
 
 
 @pytest.mark.parametrize("file_name", sorted(SEED_VARIANTS))

@@ -44,6 +44,8 @@ def test_a_session_stays_on_its_version_and_a_reset_moves_it(client):
     first = send_chunk(client, on_v1, x)["outputs"]
     assert first != send_chunk(client, on_v2, x)["outputs"]
     assert client.get(f"/v1/sessions/{on_v1}").json()["model_version"] == v1
+    stateless = client.post(f"/v1/models/{MODEL}/predict?version=1", json={"inputs": x.tolist()})
+    assert stateless.json()["model_version"] == v1 and stateless.json()["outputs"] == first
 
     pinned_reset = client.post(f"/v1/sessions/{on_v1}/reset", json={"version": 1}).json()
     assert pinned_reset["model_version"] == v1

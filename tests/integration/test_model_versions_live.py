@@ -72,6 +72,10 @@ def test_versions_arrive_and_leave_under_live_sessions(live):
     v2 = info["version"]
     assert v2 != v1 and info["version_number"] == 2
     streamed.append(outputs_of(send_chunk(client, on_v1, inputs[4:8], offset=4)))
+    pinned_full = client.post(
+        f"/v1/models/{MODEL}/predict?version=1", json={"inputs": inputs.tolist()}
+    )
+    assert np.array_equal(outputs_of(pinned_full.json()), full)
     assert client.post(f"/v1/models/{MODEL}/sessions").json()["model_version"] == v2
     pinned = client.post(f"/v1/models/{MODEL}/sessions", json={"version": 1}).json()
     assert pinned["model_version"] == v1

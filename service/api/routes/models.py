@@ -1,7 +1,7 @@
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import errors
@@ -71,12 +71,20 @@ async def reload_model(model: ModelName, models: Models) -> JSONResponse:
     description=(
         "The reference every chunked session stream matches bit for bit. The sequence may "
         "also be sent as `application/octet-stream` (little-endian float32, T x F "
-        "row-major); `Accept: application/octet-stream` answers the outputs in that form."
+        "row-major); `Accept: application/octet-stream` answers the outputs in that form. "
+        "On the latest version, or on `?version=n` for sessions pinned to another."
     ),
     openapi_extra=request_body("PredictRequest"),
 )
-async def predict(model: ModelName, request: Request, sessions: Sessions) -> Response:
-    served = sessions.model(model)
+async def predict(
+    model: ModelName,
+    request: Request,
+    sessions: Sessions,
+    version: Annotated[
+        int | None, Query(gt=0, description="Version number; omitted: latest")
+    ] = None,
+) -> Response:
+    served = sessions.model(model, version)
     outputs = await sessions.predict_stateless(served, await read_sequence(request))
     if wants_binary(request):
         return binary_answer(outputs, {"model-version": served.version})

@@ -86,6 +86,13 @@ def test_a_reload_keeps_unchanged_versions_and_drops_removed_ones(tmp_path):
     assert registry.find("m", kept.version) is None
 
 
+def test_a_model_with_no_loadable_version_says_why(tmp_path):
+    put_broken(tmp_path, "m", 1)
+    registry = ModelRegistry.from_directory(tmp_path)
+    with pytest.raises(ModelNotFound, match=r"no model named 'm' is served \(refused: version 1"):
+        registry.get("m")
+
+
 def test_a_broken_replacement_leaves_the_served_version(tmp_path):
     path = put(tmp_path, "m", 1, seed=1)
     registry = ModelRegistry.from_directory(tmp_path)

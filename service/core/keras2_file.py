@@ -25,7 +25,7 @@ LayerPath = tuple[str, ...]
 # (`kernel`, `bias`, ...) where the file records them.
 LayerWeights = list[tuple[str | None, Array]]
 
-_MODEL_CLASSES = ("Sequential", "Functional", "Model")
+MODEL_CLASSES = ("Sequential", "Functional", "Model")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ def is_keras2_file(path: Path) -> bool:
     return version is not None and _major(version) == 2
 
 
-def _layers(config: dict[str, Any]) -> list[dict[str, Any]]:
+def layers_of(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """A model config's layers: `config.layers`, or the bare list of older Sequentials."""
     inner = config.get("config")
     layers = inner if isinstance(inner, list) else (inner or {}).get("layers", [])
     return [layer for layer in layers if isinstance(layer, dict)]
@@ -76,9 +77,9 @@ def _layers(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _leaves(config: dict[str, Any], prefix: LayerPath) -> list[LayerPath]:
     out: list[LayerPath] = []
-    for layer in _layers(config):
+    for layer in layers_of(config):
         path = (*prefix, _text(layer.get("config", {}).get("name", "")))
-        if layer.get("class_name") in _MODEL_CLASSES:
+        if layer.get("class_name") in MODEL_CLASSES:
             out.extend(_leaves(layer, path))
         elif layer.get("class_name") != "InputLayer":
             out.append(path)
@@ -94,14 +95,14 @@ def _h5_weights(group: Any, config: dict[str, Any]) -> dict[LayerPath, LayerWeig
     A nested model's group lists all its layers' weights; each name starts with (or
     contains) the name of the layer that made it."""
     weights: dict[LayerPath, LayerWeights] = {}
-    for layer in _layers(config):
+    for layer in layers_of(config):
         name = _text(layer.get("config", {}).get("name", ""))
         if name not in group:
             continue
         layer_group = group[name]
         names = [_text(n) for n in layer_group.attrs.get("weight_names", [])]
         arrays = [(n, np.asarray(layer_group[n])) for n in names]
-        if layer.get("class_name") not in _MODEL_CLASSES:
+        if layer.get("class_name") not in MODEL_CLASSES:
             weights[(name,)] = [(_short_name(n), a) for n, a in arrays]
             continue
         for leaf in _leaves(layer, (name,)):
@@ -138,7 +139,7 @@ def _zip_weights(
     in layer order (`lstm`, `lstm_1`), not under their own names."""
     weights: dict[LayerPath, LayerWeights] = {}
     used: dict[str, int] = {}
-    for layer in _layers(config):
+    for layer in layers_of(config):
         kind = _text(layer.get("class_name", ""))
         if kind == "InputLayer":
             continue
@@ -147,7 +148,7 @@ def _zip_weights(
         stored = f"{key}_{used[key]}" if used[key] else key
         path = (*prefix, _text(layer.get("config", {}).get("name", "")))
         sub = group.get(f"layers/{stored}")
-        if kind in _MODEL_CLASSES:
+        if kind in MODEL_CLASSES:
             weights.update(_zip_weights(sub, layer, path) if sub is not None else {})
         else:
             weights[path] = _vars_under(sub) if sub is not None else []

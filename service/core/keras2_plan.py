@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from service.core.activations import KERAS2_ACTIVATIONS
-from service.core.keras2_file import Keras2File, LayerPath
+from service.core.arrays import F32
+from service.core.keras2_file import MODEL_CLASSES, Keras2File, LayerPath, layers_of
 from service.core.plan import (
     INFERENCE_IDENTITY,
     RECURRENT_KINDS,
@@ -29,7 +30,6 @@ from service.core.plan import (
 from service.core.runner import ActivationStage, DenseStage, StreamingRunner
 from service.errors import ModelNotStreamable
 
-_MODEL_CLASSES = ("Sequential", "Functional", "Model")
 _OTHER_RECURRENT = ("Bidirectional", "RNN", "ConvLSTM1D", "CuDNNLSTM", "CuDNNGRU")
 _PER_STEP = ("Dense", "Activation", "LayerNormalization", "BatchNormalization")
 
@@ -86,14 +86,8 @@ def _named_weights(kind: str, name: str, config: dict[str, Any], stored: Any) ->
         raise ModelNotStreamable(
             f"layer '{name}' ({kind}) stores weights {names}; expected {expected}"
         )
-    arrays = (np.asarray(array, dtype=np.float32) for _, array in stored)
+    arrays = (np.asarray(array, dtype=F32) for _, array in stored)
     return dict(zip(names, arrays, strict=True))
-
-
-def _layer_list(config: dict[str, Any]) -> list[dict[str, Any]]:
-    inner = config.get("config")
-    layers = inner if isinstance(inner, list) else (inner or {}).get("layers", [])
-    return [layer for layer in layers if isinstance(layer, dict)]
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -122,7 +116,7 @@ def _check_functional(config: dict[str, Any]) -> None:
             "a streamable model has one of each"
         )
     previous = inputs[0][0]
-    for layer in _layer_list(config):
+    for layer in layers_of(config):
         name, kind = layer["config"].get("name"), layer.get("class_name", "")
         if kind == "InputLayer":
             continue
@@ -143,12 +137,12 @@ def _check_functional(config: dict[str, Any]) -> None:
 
 
 def _input_shape(config: dict[str, Any]) -> tuple[int | None, ...]:
-    for layer in _layer_list(config):
+    for layer in layers_of(config):
         layer_config = layer.get("config", {})
         for key in ("batch_input_shape", "batch_shape"):
             if isinstance(layer_config.get(key), list):
                 return tuple(layer_config[key])
-        if layer.get("class_name") in _MODEL_CLASSES:
+        if layer.get("class_name") in MODEL_CLASSES:
             return _input_shape(layer)
     raise ModelNotStreamable("the model's config does not say its input shape")
 
@@ -156,10 +150,10 @@ def _input_shape(config: dict[str, Any]) -> tuple[int | None, ...]:
 def _leaf_layers(config: dict[str, Any], prefix: LayerPath) -> Iterator[tuple[LayerPath, Any]]:
     if config.get("class_name") != "Sequential":
         _check_functional(config)
-    for layer in _layer_list(config):
+    for layer in layers_of(config):
         kind = layer.get("class_name")
         path = (*prefix, layer["config"].get("name", ""))
-        if kind in _MODEL_CLASSES:
+        if kind in MODEL_CLASSES:
             yield from _leaf_layers(layer, path)
         elif kind != "InputLayer":
             yield path, layer
@@ -175,7 +169,7 @@ def _dtype(config: dict[str, Any]) -> str:
 def read_chain(file: Keras2File) -> Keras2Chain:
     """The file's layers in order, nested models and TimeDistributed unwrapped."""
     config = file.config
-    if config.get("class_name") not in _MODEL_CLASSES:
+    if config.get("class_name") not in MODEL_CLASSES:
         raise ModelNotStreamable(
             f"{file.path.name} holds a {config.get('class_name')}, not a model"
         )

@@ -85,7 +85,8 @@ def test_the_pods_run_as_the_images_non_root_user():
 
 
 def test_the_environment_names_only_real_settings_and_points_at_the_redis_service():
-    env = {e["name"]: e.get("value") for e in container(one("Deployment", "lstm-stream"), "api")["env"]}
+    api = container(one("Deployment", "lstm-stream"), "api")
+    env = {variable["name"]: variable.get("value") for variable in api["env"]}
     settings = {f"LSTM_{field.upper()}" for field in Settings.model_fields}
     assert set(env) <= settings
     redis = one("Service", "redis")

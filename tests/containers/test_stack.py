@@ -155,6 +155,11 @@ def test_the_image_runs_as_a_non_root_user():
         assert any("lstm-serve" in row for row in rows), rows
 
 
+def test_the_image_keeps_its_liveness_check_for_docker_run():
+    check = podman("image", "inspect", "-f", "{{json .Config.Healthcheck}}", IMAGE)
+    assert "http://127.0.0.1:8000/healthz" in json.loads(check)["Test"][-1]
+
+
 def test_stateless_predict_through_the_stack_matches_keras(client, sequence):
     import keras  # the reference, loaded outside the containers from the same file
 

@@ -62,11 +62,16 @@ def test_manifests_follow_the_kubernetes_api_schemas(version):
 
 def test_the_deployment_probes_readiness_and_liveness_on_the_served_port():
     api = container(one("Deployment", "lstm-stream"), "api")
-    (port,) = api["ports"]
+    ports = {port["name"]: port["containerPort"] for port in api["ports"]}
     expose = re.search(r"^EXPOSE (\d+)$", DOCKERFILE.read_text(), re.MULTILINE)
-    assert expose and port["containerPort"] == int(expose.group(1))
-    assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
-    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    assert expose and ports["http"] == int(expose.group(1))
+    assert ports["grpc"] == Settings.model_fields["grpc_port"].default
+    service_ports = {
+        p["name"]: p["targetPort"] for p in one("Service", "lstm-stream")["spec"]["ports"]
+    }
+    assert service_ports == {"http": "http", "grpc": "grpc"}
+    assert api["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert api["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # Liveness must not depend on Redis: an outage would restart every pod at once.
     assert api["startupProbe"]["httpGet"]["path"] == "/healthz"
 

@@ -220,7 +220,7 @@ def test_request_ids_are_generated_when_missing_or_malformed(replicas, tmp_path)
 def test_grpc_streams_and_calls_pass_the_load_balancer_over_http2(replicas, tmp_path):
     """nginx's gRPC server: a stream (one replica) and then unary calls (round-robin over
     the live replicas) carry one sequence, bit-identical to one full predict."""
-    alive = [p for p in replicas if p.process is not None and p.process.poll() is None]
+    alive = [p for p in replicas if p.process.running]
     rng = np.random.default_rng(77)
     inputs = rng.normal(size=(60, 16)).astype(np.float32)
     sizes = random_chunking(40, rng, largest=9) + [5] * 4

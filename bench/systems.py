@@ -2,8 +2,6 @@
 and the naive baseline (both under uvicorn), all with the same worker count."""
 
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -11,6 +9,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.child_process import ChildProcess
 from service.store.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +79,7 @@ class Server:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **system.env,
         }
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ChildProcess | None = None
         self.startup_seconds = 0.0
 
     def start(self, timeout: float = 180.0) -> "Server":
@@ -89,23 +88,11 @@ class Server:
             "--host", "127.0.0.1", "--port", str(self.port),
             "--workers", str(self.workers), "--log-level", "warning",
         ]  # fmt: skip
+        self.process = ChildProcess(self.system.name, argv, self.env, REPO, self.log_path)
         began = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                argv, cwd=REPO, env=self.env, stdout=log, stderr=log, start_new_session=True
-            )
-        deadline = began + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.system.name} exited with {self.process.returncode}; see {self.log_path}"
-                )
-            if self._ready():
-                self.startup_seconds = time.monotonic() - began
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"{self.system.name} not ready after {timeout}s; see {self.log_path}")
+        self.process.start(self._ready, timeout)
+        self.startup_seconds = time.monotonic() - began
+        return self
 
     def _ready(self) -> bool:
         try:
@@ -145,13 +132,8 @@ class Server:
         return total / ticks
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        if self.process:
+            self.process.stop()
         self.process = None
 
     def __enter__(self) -> "Server":

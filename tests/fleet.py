@@ -28,7 +28,6 @@ def start_all(processes: list[ServiceProcess]) -> list[ServiceProcess]:
 
 def worker_pids(process: ServiceProcess) -> list[int]:
     """The uvicorn worker processes of an `lstm-serve --workers N` process."""
-    assert process.process is not None
     pid = process.process.pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [

@@ -4,13 +4,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+from service.child_process import ChildProcess
 from service.store.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,7 +134,11 @@ class NginxProcess:
                 self.grpc_port,
             )
         )
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process = ChildProcess(
+            f"nginx on port {self.port}",
+            [*self.command(), "-g", "daemon off;"],
+            log_path=self.error_log,  # what nginx says before it opens its own error log
+        )
 
     def command(self) -> list[str]:
         binary = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -145,32 +148,18 @@ class NginxProcess:
         checked = subprocess.run([*self.command(), "-t"], capture_output=True, text=True)
         if checked.returncode != 0:
             raise RuntimeError(f"nginx -t rejected the rendered config:\n{checked.stderr}")
-        self.process = subprocess.Popen(
-            [*self.command(), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"nginx exited: {self.error_log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nginx not listening on {self.port} after {timeout}s")
+        self.process.start(self.listening, timeout, poll=0.05)
+        return self
+
+    def listening(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        self.process.stop(timeout=10)
 
     def access_entries(self) -> list[dict[str, Any]]:
         """The JSON access log (nginx writes each line when its request completes)."""

@@ -1,14 +1,12 @@
 """Real service processes (`lstm-serve`) for tests that need more than one process."""
 
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from service.child_process import ChildProcess
 from service.store.embedded import free_port
 
 
@@ -34,11 +32,8 @@ class ServiceProcess:
         if redis_url is not None:  # None: lstm-serve starts its embedded Redis
             self.env["LSTM_REDIS_URL"] = redis_url
         self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90.0) -> "ServiceProcess":
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
+        self.process = ChildProcess(
+            f"lstm-serve on port {self.port}",
             [
                 sys.executable, "-m", "service.cli",
                 "--host", "127.0.0.1", "--port", str(self.port),
@@ -46,38 +41,25 @@ class ServiceProcess:
                 "--grpc-port", str(self.grpc_port),
             ],
             env=self.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
+            log_path=log_path,
         )  # fmt: skip
-        if self.log_path:
-            log.close()  # type: ignore[union-attr]  # the child holds its own copy
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"lstm-serve exited with {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"lstm-serve on port {self.port} not ready after {timeout}s")
+
+    def start(self, timeout: float = 90.0) -> "ServiceProcess":
+        self.process.start(self.ready, timeout)
+        return self
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def kill(self) -> None:
         """SIGKILL the whole process group (uvicorn workers included)."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.process.stop()
 
     def __enter__(self) -> "ServiceProcess":
         return self.start()

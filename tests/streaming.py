@@ -28,10 +28,18 @@ def new_session(client: TestClient | Any, model: str, **body: Any) -> str:
     return session_id
 
 
-def post_chunk(client: Any, session_id: str, chunk: np.ndarray, **extra: Any) -> Any:
+def post_chunk(
+    client: Any,
+    session_id: str,
+    chunk: np.ndarray,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Any:
     """The one way tests post a chunk (JSON); `extra` adds body fields such as `offset`."""
     return client.post(
-        f"/v1/sessions/{session_id}/predict", json={"inputs": chunk.tolist(), **extra}
+        f"/v1/sessions/{session_id}/predict",
+        json={"inputs": chunk.tolist(), **extra},
+        headers=headers,
     )
 
 

@@ -6,13 +6,13 @@ import logging
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
 import redis
+
+from service.child_process import ChildProcess
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.extra_args = extra_args
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ChildProcess | None = None
 
     @property
     def url(self) -> str:
@@ -80,40 +80,31 @@ class EmbeddedRedis:
             "--loglevel", "warning",
             *self.extra_args,
         ]  # fmt: skip
-        self._process = subprocess.Popen(
+        # Its own session: a Ctrl-C in the terminal stops the service first.
+        self._process = ChildProcess(
+            f"redis-server on port {self.port}",
             args,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C in the terminal stops the service first
+            log_path=self.data_dir / "redis-server.log",
             preexec_fn=_die_with_parent,
         )
-        deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if self._process.poll() is not None or time.monotonic() > deadline:
-                    err = self._process.stderr.read().decode() if self._process.stderr else ""
-                    self.stop()
-                    raise RuntimeError(f"redis-server did not start: {err.strip()}") from None
-                time.sleep(0.05)
-            finally:
-                client.close()
+        try:
+            self._process.start(self._answers_ping, timeout, poll=0.05)
+        except RuntimeError:
+            self.stop()
+            raise
         log.info("embedded redis-server at %s (data in %s)", self.url, self.data_dir)
         return self
 
-    def stop(self) -> None:
-        if self._process and self._process.poll() is None:
-            self._process.terminate()
+    def _answers_ping(self) -> bool:
+        with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
             try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        if self._process and self._process.stderr:
-            self._process.stderr.close()
+                return bool(client.ping())
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                return False
+
+    def stop(self) -> None:
+        if self._process:
+            self._process.stop(timeout=10)
         self._process = None
         if self._tmp:
             self._tmp.cleanup()
@@ -123,9 +114,6 @@ class EmbeddedRedis:
         """SIGKILL, for failure tests: nothing is flushed beyond what AOF already has."""
         if self._process:
             self._process.kill()
-            self._process.wait()
-            if self._process.stderr:
-                self._process.stderr.close()
             self._process = None
 
     def __enter__(self) -> "EmbeddedRedis":

@@ -3,11 +3,13 @@
 import hashlib
 import re
 
+import numpy as np
 import pytest
 import redis
 
 from service.main import create_app
 from tests.apps import app_with, configured
+from tests.streaming import post_chunk
 
 KEYS = ("key-one-7f3a9c", "key-two-b81e44")
 OPEN_PATHS = ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/v2/health/live"]
@@ -71,10 +73,10 @@ def test_each_key_sees_only_its_own_sessions(secured):
     created = secured.post("/v1/models/seed-lstm/sessions", headers=one)
     assert created.status_code == 201
     session_id = created.json()["session_id"]
-    chunk = {"inputs": [[0.0, 1.0]]}
+    chunk = np.array([[0.0, 1.0]])
     for response in (
         secured.get(f"/v1/sessions/{session_id}", headers=two),
-        secured.post(f"/v1/sessions/{session_id}/predict", json=chunk, headers=two),
+        post_chunk(secured, session_id, chunk, headers=two),
         secured.post(f"/v1/sessions/{session_id}/reset", headers=two),
         secured.delete(f"/v1/sessions/{session_id}", headers=two),
     ):
@@ -82,10 +84,7 @@ def test_each_key_sees_only_its_own_sessions(secured):
         assert response.json()["error"]["code"] == "session_not_found"
     # Untouched by the other key's attempts.
     assert secured.get(f"/v1/sessions/{session_id}", headers=one).json()["steps"] == 0
-    assert (
-        secured.post(f"/v1/sessions/{session_id}/predict", json=chunk, headers=one).status_code
-        == 200
-    )
+    assert post_chunk(secured, session_id, chunk, headers=one).status_code == 200
 
 
 def test_the_same_session_id_under_two_keys_is_two_sessions(secured):
@@ -94,9 +93,8 @@ def test_the_same_session_id_under_two_keys_is_two_sessions(secured):
             "/v1/models/seed-lstm/sessions", json={"session_id": "shared-name"}, headers=bearer(key)
         )
         assert response.status_code == 201, response.text
-    secured.post(
-        "/v1/sessions/shared-name/predict", json={"inputs": [[1, 1]] * 3}, headers=bearer(KEYS[0])
-    )
+    sent = post_chunk(secured, "shared-name", np.ones((3, 2)), headers=bearer(KEYS[0]))
+    assert sent.status_code == 200, sent.text
     steps = [
         secured.get("/v1/sessions/shared-name", headers=bearer(key)).json()["steps"] for key in KEYS
     ]

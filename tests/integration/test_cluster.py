@@ -23,7 +23,7 @@ from tests.racing import (
     random_chunks,
     replay_through_fresh_session,
 )
-from tests.streaming import new_session, predict, random_chunking, send_chunk
+from tests.streaming import new_session, post_chunk, predict, random_chunking, send_chunk
 
 MODELS = {"sensor-lstm": 16, "gru-lstm-dense": 5, "simplernn-layernorm": 3, "gru-functional": 6}
 
@@ -117,9 +117,7 @@ def test_replay_and_offset_conflict_on_the_cluster(app_client, process_client):
 
     retry = send_chunk(process_client, session_id, inputs[:7], offset=0)
     assert retry["replayed"] is True and retry["outputs"] == first["outputs"]
-    stale = process_client.post(
-        f"/v1/sessions/{session_id}/predict", json={"inputs": inputs[7:].tolist(), "offset": 3}
-    )
+    stale = post_chunk(process_client, session_id, inputs[7:], offset=3)
     assert stale.status_code == 409
     assert stale.json()["error"]["code"] == "offset_conflict"
     assert stale.json()["error"]["steps"] == 7
@@ -161,10 +159,7 @@ def test_a_master_down_is_503_and_its_sessions_continue_after_its_restart(
     victim.stop()
     try:
         for http in (app_client, process_client):
-            response = http.post(
-                f"/v1/sessions/{by_node[victim.port]}/predict",
-                json={"inputs": inputs[8:].tolist(), "offset": 8},
-            )
+            response = post_chunk(http, by_node[victim.port], inputs[8:], offset=8)
             assert response.status_code == 503, response.text
             assert response.json()["error"]["code"] == "store_unavailable"
             assert response.headers["Retry-After"]

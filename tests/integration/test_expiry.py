@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from service.store.keys import session_key
-from tests.streaming import new_session, send_chunk
+from tests.streaming import new_session, post_chunk, send_chunk
 
 MODEL = "seed-lstm"
 CHUNK = np.array([[0.5, -1.0], [1.0, 0.25]], dtype=np.float32)
@@ -46,15 +46,14 @@ def test_a_session_past_its_ttl_is_session_not_found(client, admin):
 
     wait_until_gone(admin, session_id)
 
-    for method, path, body in [
-        ("GET", f"/v1/sessions/{session_id}", None),
-        ("POST", f"/v1/sessions/{session_id}/predict", {"inputs": CHUNK.tolist()}),
-        ("POST", f"/v1/sessions/{session_id}/predict", {"inputs": CHUNK.tolist(), "offset": 2}),
-        ("POST", f"/v1/sessions/{session_id}/reset", None),
-        ("DELETE", f"/v1/sessions/{session_id}", None),
-    ]:
-        response = client.request(method, path, json=body)
-        assert response.status_code == 404, (method, path, response.text)
+    for response in (
+        client.get(f"/v1/sessions/{session_id}"),
+        post_chunk(client, session_id, CHUNK),
+        post_chunk(client, session_id, CHUNK, offset=2),
+        client.post(f"/v1/sessions/{session_id}/reset"),
+        client.delete(f"/v1/sessions/{session_id}"),
+    ):
+        assert response.status_code == 404, (response.request.method, response.request.url)
         assert response.json()["error"]["code"] == "session_not_found"
     # Never silently a fresh session: the predict above created nothing.
     assert pttl(admin, session_id) == -2

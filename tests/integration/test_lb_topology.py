@@ -23,7 +23,7 @@ from service.store.embedded import EmbeddedRedis
 from tests.models import DEMO_DIR
 from tests.nginx import NginxProcess
 from tests.processes import ServiceProcess
-from tests.streaming import new_session, predict, random_chunking
+from tests.streaming import new_session, post_chunk, predict, random_chunking
 
 pytestmark = [
     pytest.mark.slow,
@@ -85,11 +85,8 @@ def test_stream_through_the_load_balancer_is_bit_exact_on_both_replicas(replicas
                 assert served == {address(p) for p in replicas}
                 replicas[1].stop()
             request_id = f"chunk-{i}"
-            response = client.post(
-                f"/v1/sessions/{session_id}/predict",
-                json={"inputs": inputs[start : start + size].tolist(), "offset": start},
-                headers={"X-Request-ID": request_id},
-            )
+            chunk, headers = inputs[start : start + size], {"X-Request-ID": request_id}
+            response = post_chunk(client, session_id, chunk, headers, offset=start)
             assert response.status_code == 200, response.text
             assert response.headers["X-Request-ID"] == request_id
             body = response.json()
@@ -146,14 +143,13 @@ def test_a_post_the_first_replica_received_is_not_retried_on_another(replicas, t
         with lb, httpx.Client(base_url=lb.url, timeout=30) as client:
             created = httpx.post(f"{survivor.url}/v1/models/seed-lstm/sessions")
             session_id = created.json()["session_id"]
-            chunk = {"inputs": [[0.0, 1.0], [1.0, 1.0]]}  # no offset: appended where it is
+            chunk = np.array([[0.0, 1.0], [1.0, 1.0]])  # no offset: appended where it is
             plan = ["POST", "GET", "GET", "GET", "POST", "GET", "POST", "GET", "POST"]
             for i, method in enumerate(plan):
                 request_id = f"{method.lower()}-{i}"
                 headers = {"X-Request-ID": request_id}
                 if method == "POST":
-                    url = f"/v1/sessions/{session_id}/predict"
-                    response = client.post(url, json=chunk, headers=headers)
+                    response = post_chunk(client, session_id, chunk, headers)
                 else:
                     response = client.get(f"/v1/sessions/{session_id}", headers=headers)
                 assert response.headers["X-Request-ID"] == request_id
@@ -220,7 +216,7 @@ def test_request_ids_are_generated_when_missing_or_malformed(replicas, tmp_path)
 def test_grpc_streams_and_calls_pass_the_load_balancer_over_http2(replicas, tmp_path):
     """nginx's gRPC server: a stream (one replica) and then unary calls (round-robin over
     the live replicas) carry one sequence, bit-identical to one full predict."""
-    alive = [p for p in replicas if p.process is not None and p.process.poll() is None]
+    alive = [p for p in replicas if p.process.running]
     rng = np.random.default_rng(77)
     inputs = rng.normal(size=(60, 16)).astype(np.float32)
     sizes = random_chunking(40, rng, largest=9) + [5] * 4

@@ -5,6 +5,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -14,7 +15,7 @@ import redis
 
 from service.store.embedded import EmbeddedRedis
 from tests.processes import ServiceProcess
-from tests.streaming import new_session, predict, send_chunk
+from tests.streaming import new_session, post_chunk, predict, send_chunk
 
 MODEL = "sensor-lstm"
 TIMEOUT = 0.5
@@ -75,22 +76,18 @@ def calls_while_down(
     write without reading first: a hung Redis would still apply them once it wakes."""
     slowest = 0.0
     calls = [
-        (
-            "POST",
-            f"/v1/sessions/{session_id}/predict",
-            {"inputs": chunk.tolist(), "offset": offset},
-        ),
-        ("POST", f"/v1/sessions/{session_id}/predict", {"inputs": chunk.tolist()}),
-        ("GET", f"/v1/sessions/{session_id}", None),
-        ("POST", f"/v1/sessions/{session_id}/reset", None),
+        partial(post_chunk, http, session_id, chunk, offset=offset),
+        partial(post_chunk, http, session_id, chunk),
+        partial(http.get, f"/v1/sessions/{session_id}"),
+        partial(http.post, f"/v1/sessions/{session_id}/reset"),
     ]
     if blind_writes:
         calls += [
-            ("POST", f"/v1/models/{MODEL}/sessions", None),
-            ("DELETE", f"/v1/sessions/{session_id}", None),
+            partial(http.post, f"/v1/models/{MODEL}/sessions"),
+            partial(http.delete, f"/v1/sessions/{session_id}"),
         ]
-    for method, path, body in calls:
-        response, elapsed = timed(http.request, method, path, json=body)
+    for call in calls:
+        response, elapsed = timed(call)
         assert_store_unavailable(response)
         slowest = max(slowest, elapsed)
     ready, elapsed = timed(http.get, "/readyz")
@@ -180,10 +177,7 @@ def test_a_chunk_whose_state_write_fails_returns_no_outputs(node, http, inputs):
     # Reads still work, every write is refused (OOM under the noeviction policy).
     admin(node).config_set("maxmemory", 1)
     try:
-        response = http.post(
-            f"/v1/sessions/{session_id}/predict", json={"inputs": inputs[5:9].tolist(), "offset": 5}
-        )
-        assert_store_unavailable(response)
+        assert_store_unavailable(post_chunk(http, session_id, inputs[5:9], offset=5))
         assert http.get(f"/v1/sessions/{session_id}").json()["steps"] == 5
     finally:
         admin(node).config_set("maxmemory", 0)

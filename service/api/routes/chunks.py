@@ -1,8 +1,8 @@
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Request, Response
 
 from service import errors
 from service.api import present
+from service.api.bodies import json_answer
 from service.api.deps import namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunksRequest, ChunksResponse
@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1", tags=["sessions"])
         "`LSTM_MAX_CHUNKS_PER_REQUEST` chunks, is 422 for the whole request."
     ),
 )
-async def predict_chunks(body: ChunksRequest, request: Request) -> JSONResponse:
+async def predict_chunks(body: ChunksRequest, request: Request) -> Response:
     sessions: SessionService = request.app.state.sessions
     limit = request.app.state.settings.max_chunks_per_request
     if len(body.chunks) > limit:
@@ -48,4 +48,4 @@ async def predict_chunks(body: ChunksRequest, request: Request) -> JSONResponse:
     applied = iter(await predict_many(sessions, namespace_of(request), items))
     answered = [next(applied) if outcome is None else outcome for outcome in outcomes]
     ids = [chunk.session_id for chunk in body.chunks]
-    return JSONResponse({"results": present.chunk_outcomes(ids, answered)})
+    return json_answer({"results": present.chunk_outcomes(ids, answered)})

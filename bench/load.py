@@ -143,6 +143,53 @@ def chunk_bodies(
     return bodies
 
 
+def v2_bodies(session_id: str, steps: int, features: int, count: int, seed: int) -> list[bytes]:
+    """The same chunks as Open Inference Protocol requests, the session named by an input."""
+    return [
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": "session", "shape": [1, 1], "datatype": "BYTES", "data": [session_id]},
+                    {
+                        "name": "inputs",
+                        "shape": [1, steps, features],
+                        "datatype": "FP32",
+                        "data": [value for row in rows for value in row],
+                    },
+                ]
+            }
+        ).encode()
+        for rows in _chunks(steps, features, count, seed)
+    ]
+
+
+def many_bodies(
+    session_ids: list[str], steps: int, features: int, count: int, seed: int
+) -> list[bytes]:
+    """`POST /v1/chunks` bodies: one chunk for every session in each."""
+    per_session = [
+        _chunks(steps, features, count, seed * 7919 + i) for i in range(len(session_ids))
+    ]
+    return [
+        json.dumps(
+            {
+                "chunks": [
+                    {"session_id": sid, "inputs": chunks[n]}
+                    for sid, chunks in zip(session_ids, per_session, strict=True)
+                ]
+            }
+        ).encode()
+        for n in range(count)
+    ]
+
+
+def _chunks(steps: int, features: int, count: int, seed: int) -> list[list[list[float]]]:
+    rng = random.Random(seed)
+    return [
+        [[rng.gauss(0.0, 1.0) for _ in range(features)] for _ in range(steps)] for _ in range(count)
+    ]
+
+
 @dataclass
 class Spec:
     """What one load run does: every client owns one session and sends chunks in a loop.
@@ -150,6 +197,9 @@ class Spec:
     Warm-up lasts `warmup_seconds` and until every client has had one answer. The window
     then lasts `seconds`, longer if needed to hold `min_requests` answers (a slow system
     at high concurrency), but never more than `max_seconds`; `max_requests` ends it early.
+    `protocol` "v2" drives the PyTriton peer over the Open Inference Protocol's JSON.
+    With `sessions_per_request`, each client owns that many sessions and sends one chunk
+    for each of them per request (`POST /v1/chunks`).
     """
 
     host: str
@@ -168,6 +218,8 @@ class Spec:
     websocket: bool = False  # chunks as binary frames on `GET /v1/sessions/{id}/stream`
     seed: int = 0
     session_prefix: str = "bench"
+    protocol: str = "v1"
+    sessions_per_request: int = 0
 
 
 @dataclass
@@ -273,13 +325,28 @@ async def _client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
         return
     conn = await Connection(spec.host, spec.port).open()
     try:
-        if spec.stateless:
+        seed = spec.seed * 1000 + index
+        if spec.protocol == "v2":  # the peer keeps sessions itself: the first chunk starts one
+            session_id = f"{spec.session_prefix}-{spec.seed}-{index}"
+            tally.session_ids.append(session_id)
+            path = f"/v2/models/{spec.model}/infer"
+            bodies = v2_bodies(session_id, spec.steps, spec.features, 16, seed)
+        elif spec.sessions_per_request:
+            ids = [
+                await _new_session(conn, spec, index * spec.sessions_per_request + j)
+                for j in range(spec.sessions_per_request)
+            ]
+            tally.session_ids.extend(ids[:1])
+            path = "/v1/chunks"
+            bodies = many_bodies(ids, spec.steps, spec.features, 16, seed)
+        elif spec.stateless:
             path = f"/v1/models/{spec.model}/predict"
+            bodies = chunk_bodies(spec.steps, spec.features, 16, seed, spec.binary)
         else:
             session_id = await _new_session(conn, spec, index)
             tally.session_ids.append(session_id)
             path = f"/v1/sessions/{session_id}/predict"
-        bodies = chunk_bodies(spec.steps, spec.features, 16, spec.seed * 1000 + index, spec.binary)
+            bodies = chunk_bodies(spec.steps, spec.features, 16, seed, spec.binary)
         window.client_ready()
         await window.ready.wait()
         sent = 0
@@ -289,7 +356,7 @@ async def _client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
             status, answer = await conn.request("POST", path, body, spec.binary)
             ended = time.perf_counter_ns()
             sent += 1
-            if status != 200:
+            if status != 200 or (spec.sessions_per_request and b'"error"' in answer):
                 tally.errors.append(f"{status} {answer[:200]!r}")
                 if len(tally.errors) > 20:
                     window._close(ended)
@@ -329,7 +396,12 @@ def summary(spec: Spec, window: Window, tally: Tally) -> dict[str, Any]:
         "requests": len(latencies),
         "seconds": seconds,
         "throughput": len(latencies) / seconds,
-        "steps_per_second": len(latencies) * spec.steps / seconds,
+        "sessions_per_request": spec.sessions_per_request,
+        "chunks_per_second": len(latencies) * max(1, spec.sessions_per_request) / seconds,
+        "steps_per_second": len(latencies)
+        * spec.steps
+        * max(1, spec.sessions_per_request)
+        / seconds,
         "p50_ms": _percentile(latencies, 0.50),
         "p90_ms": _percentile(latencies, 0.90),
         "p99_ms": _percentile(latencies, 0.99),

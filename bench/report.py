@@ -6,12 +6,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SYSTEMS = ("service", "service-no-batch", "floor", "naive")
+SYSTEMS = ("service", "service-no-batch", "floor", "naive", "pytriton")
 SHORT = {
     "service": "lstm-stream",
     "service-no-batch": "lstm-stream, no batching",
     "floor": "floor",
     "naive": "naive Keras",
+    "pytriton": "PyTriton",
 }
 MISSING = "n/a"
 
@@ -43,6 +44,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """Throughput ratios at each concurrency, and the issue's targets with pass/miss."""
     service, floor = _sweep(results, "service"), _sweep(results, "floor")
     naive, no_batch = _sweep(results, "naive"), _sweep(results, "service-no-batch")
+    peer = _sweep(results, "pytriton")
 
     def throughput(rows: dict[int, dict[str, Any]], c: int) -> float | None:
         return rows[c]["throughput"] if c in rows else None
@@ -51,6 +53,7 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         str(c): {
             "vs_floor": _ratio(throughput(service, c), throughput(floor, c)),
             "vs_naive": _ratio(throughput(service, c), throughput(naive, c)),
+            "vs_pytriton": _ratio(throughput(service, c), throughput(peer, c)),
             "batching_gain": _ratio(throughput(service, c), throughput(no_batch, c)),
             "no_batch_vs_floor": _ratio(throughput(no_batch, c), throughput(floor, c)),
         }
@@ -58,6 +61,8 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     }
     c = max(results["sizes"]["concurrency"])
     top = by_concurrency.get(str(c), {})
+    many = results["systems"].get("service", {}).get("many")
+    many_vs_single = _ratio(many["chunks_per_second"] if many else None, throughput(service, c))
     raw = results["raw_state_bytes"]
     memory = results["systems"].get("service", {}).get("redis", {}).get("memory_usage")
     tail = service.get(c, {})
@@ -67,15 +72,27 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         ),
         _target(f"throughput vs naive, 1-step chunks, {c} sessions", top.get("vs_naive"), ">=", 40),
         _target(
+            f"throughput vs PyTriton, 1-step chunks, {c} sessions",
+            top.get("vs_pytriton"),
+            ">=",
+            1.0,
+        ),
+        _target(
             f"p99 / p50, 1-step chunks, {c} sessions",
             _ratio(tail.get("p99_ms"), tail.get("p50_ms")),
             "<=",
             3.0,
         ),
         _target("Redis bytes per session (MEMORY USAGE)", memory, "<=", 1.3 * raw + 300),
+        _target(
+            f"session-chunks/s, /v1/chunks vs the single route at {c} sessions",
+            many_vs_single,
+            ">=",
+            10.0,
+        ),
         *_long_chunk_targets(results),
     ]
-    return {"by_concurrency": by_concurrency, "targets": targets}
+    return {"by_concurrency": by_concurrency, "many_vs_single": many_vs_single, "targets": targets}
 
 
 def _steps_per_second(entry: dict[str, Any] | None) -> float | None:
@@ -86,6 +103,8 @@ def _long_chunk_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 9: long chunks and long stateless predicts against the naive baseline."""
     systems = results["systems"]
     service, naive = systems.get("service", {}), systems.get("naive", {})
+    if not results["sizes"]["chunk_steps"]:  # --sweep-only
+        return []
     steps = max(results["sizes"]["chunk_steps"])
 
     def chunk(system: dict[str, Any]) -> dict[str, Any] | None:
@@ -158,15 +177,14 @@ def tables(results: dict[str, Any]) -> str:
         row += [
             _num(ratios_c.get("vs_floor"), 2),
             _num(ratios_c.get("vs_naive"), 0),
+            _num(ratios_c.get("vs_pytriton"), 2),
             _num(ratios_c.get("batching_gain"), 2),
         ]
         rows.append(row)
+    ratio_names = ["vs floor", "vs naive", "vs PyTriton", "batching gain"]
     parts.append(
         "**1-step chunks** (req/s · p50 / p99 ms), one session per concurrent client\n\n"
-        + _table(
-            ["sessions", *(SHORT[s] for s in present), "vs floor", "vs naive", "batching gain"],
-            rows,
-        )
+        + _table(["sessions", *(SHORT[s] for s in present), *ratio_names], rows)
     )
 
     rows = []
@@ -201,7 +219,32 @@ def tables(results: dict[str, Any]) -> str:
             + _table(["transport", "req/s", "p50 / p99 ms", "server CPU µs/req"], rows)
         )
 
-    with_chunks = [s for s in present if "chunks" in systems[s]]
+    many = systems.get("service", {}).get("many")
+    if many:
+        cpu_us = 1000 * many["server_cpu_ms_per_request"] / many["sessions_per_request"]
+        row = [
+            f"{many['concurrency']} x {many['sessions_per_request']}",
+            _num(many["chunks_per_second"], 0),
+            f"{_num(many['p50_ms'], 2)} / {_num(many['p99_ms'], 2)}",
+            _num(cpu_us, 0),
+            _num(results["ratios"].get("many_vs_single"), 1),
+        ]
+        parts.append(
+            "**Many sessions per request** (`POST /v1/chunks`, 1-step chunks; clients x "
+            "sessions per request)\n\n"
+            + _table(
+                [
+                    "clients x sessions",
+                    "session-chunks/s",
+                    "p50 / p99 ms per request",
+                    "CPU µs per session-chunk",
+                    "vs single route",
+                ],
+                [row],
+            )
+        )
+
+    with_chunks = [s for s in present if systems[s].get("chunks")]
     if with_chunks:
         rows = []
         for i, steps in enumerate(results["sizes"]["chunk_steps"]):
@@ -223,6 +266,7 @@ def tables(results: dict[str, Any]) -> str:
                 _num(systems[s]["stateless"]["steps_per_second"], 0),
             ]
             for s in with_chunks
+            if "stateless" in systems[s]
         ]
         parts.append(
             f"**Stateless predict of {steps:,} steps**\n\n"
@@ -279,7 +323,8 @@ def tables(results: dict[str, Any]) -> str:
         f"load average {machine['load_average_at_start']:.2f} at start, "
         f"{machine['load_average_at_end']:.2f} at end"
     )
-    return "\n\n".join([header, *parts]) + "\n"
+    notes = [f"*{text}*" for text in results.get("notes", [])]
+    return "\n\n".join([header, *notes, *parts]) + "\n"
 
 
 def write(results: dict[str, Any], folder: Path, stem: str) -> list[Path]:
@@ -308,6 +353,7 @@ def plot(results: dict[str, Any], target: Path) -> Path:
         "service-no-batch": ("tab:blue", "o", "--"),
         "floor": ("tab:gray", "s", "-"),
         "naive": ("tab:red", "^", "-"),
+        "pytriton": ("tab:green", "D", "-"),
     }
     for system in SYSTEMS:
         rows = sorted(_sweep(results, system).values(), key=lambda r: r["concurrency"])

@@ -1,8 +1,8 @@
-"""The benchmark: lstm-stream against the floor and the naive approach, in one run.
+"""The benchmark: lstm-stream against the floor, the naive approach and PyTriton, in one run.
 
     python -m bench.run            full run (~6-10 min): tables, bench/results/<date>.{json,md},
                                    bench/results/throughput.png
-    python -m bench.run --smoke    tiny sizes, nothing written to the repo (CI smoke check)
+    python -m bench.run --smoke    tiny sizes, no PyTriton, nothing written (CI smoke check)
     python -m bench.run --plot     redraw the PNG from the newest results JSON
 
 Starts one Redis (`EmbeddedRedis`) and, one at a time, each system as a real server process
@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from bench import report
+from bench.pytriton_env import pytriton_system
 from bench.systems import REPO, Server, System, baseline, service
 from service.store.embedded import EmbeddedRedis
 
@@ -51,6 +52,8 @@ class Sizes:
     chunk_warmup_seconds: float = 1.0
     chunk_seconds: float = 5.0
     chunk_min_requests: int = 3
+    many_sessions: int = 64
+    many_clients: int = 2
     max_seconds: float = 60.0
 
 
@@ -65,6 +68,8 @@ SMOKE = Sizes(
     chunk_warmup_seconds=0.2,
     chunk_seconds=0.5,
     chunk_min_requests=1,
+    many_sessions=8,
+    many_clients=1,
     max_seconds=20.0,
 )
 
@@ -72,6 +77,8 @@ SMOKE = Sizes(
 def load(server: Server, generator: str = "bench.load", **spec: Any) -> dict[str, Any]:
     """One load run in its own process (`generator`: bench.load or bench.grpc_load)."""
     spec = {"host": "127.0.0.1", "port": server.port, "model": MODEL, "features": FEATURES, **spec}
+    if generator == "bench.load":
+        spec.setdefault("protocol", server.system.protocol)
     budget = 2 * spec.get("max_seconds", 60.0) + spec["warmup_seconds"] + 120
     cpu_before = server.cpu_seconds()
     done = subprocess.run(
@@ -109,7 +116,7 @@ def redis_bytes(client: redis.Redis, pattern: str) -> dict[str, float]:
     }
 
 
-def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool) -> dict[str, Any]:
+def measure(server: Server, client: redis.Redis, sizes: Sizes) -> dict[str, Any]:
     name = server.system.name
     out: dict[str, Any] = {"label": server.system.label, "startup_seconds": server.startup_seconds}
     out["sweep"] = []
@@ -127,8 +134,22 @@ def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool)
         report.progress(name, f"1-step chunks, {concurrency} sessions", result)
         out["sweep"].append(result)
     largest = max(sizes.concurrency)
-    out["redis"] = redis_bytes(client, f"lstm:session:_:{name}-c{largest}-*")
+    if server.system.protocol == "v1":  # the peer keeps its sessions in memory
+        out["redis"] = redis_bytes(client, f"lstm:session:_:{name}-c{largest}-*")
     if name == "service":
+        out["many"] = load(
+            server,
+            concurrency=sizes.many_clients,
+            sessions_per_request=sizes.many_sessions,
+            steps=1,
+            warmup_seconds=sizes.warmup_seconds,
+            seconds=sizes.seconds,
+            min_requests=sizes.min_requests_per_session * sizes.many_clients,
+            max_seconds=sizes.max_seconds,
+            session_prefix=f"{name}-m",
+        )
+        what = f"{sizes.many_clients} x {sizes.many_sessions} sessions per request"
+        report.progress(name, what, out["many"])
         out["grpc_stream"] = load(
             server,
             "bench.grpc_load",
@@ -142,7 +163,7 @@ def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool)
             session_prefix=f"{name}-grpc{largest}",
         )
         report.progress(name, f"1-step chunks, {largest} gRPC streams", out["grpc_stream"])
-    if not sweep_only:
+    if name != "service-no-batch":
         out["chunks"] = []
         for steps in sizes.chunk_steps:
             result = load(
@@ -157,7 +178,7 @@ def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool)
             )
             report.progress(name, f"{steps}-step chunks", result)
             out["chunks"].append(result)
-        if name == "service":
+        if name == "service" and sizes.chunk_steps:
             # Long chunks as little-endian float32 bodies and answers (the naive baseline
             # only speaks JSON).
             steps = max(sizes.chunk_steps)
@@ -173,6 +194,7 @@ def measure(server: Server, client: redis.Redis, sizes: Sizes, sweep_only: bool)
                 session_prefix=f"{name}-b{steps}",
             )
             report.progress(name, f"{steps}-step binary chunks", out["binary_chunks"])
+    if name not in ("service-no-batch", "pytriton") and sizes.stateless_requests:
         out["stateless"] = load(
             server,
             concurrency=1,
@@ -210,8 +232,11 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(systems: list[System], sizes: Sizes, workers: int, log_dir: Path) -> dict[str, Any]:
+def run(
+    systems: list[System], sizes: Sizes, workers: int, log_dir: Path, notes: list[str]
+) -> dict[str, Any]:
     results: dict[str, Any] = {
+        "notes": notes,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": ("python -m bench.run " + shlex.join(sys.argv[1:])).strip(),
         "machine": machine(),
@@ -232,8 +257,7 @@ def run(systems: list[System], sizes: Sizes, workers: int, log_dir: Path) -> dic
                     report.note(
                         f"{system.name}: up in {server.startup_seconds:.1f}s on {server.url}"
                     )
-                    sweep_only = system.name == "service-no-batch"
-                    results["systems"][system.name] = measure(server, client, sizes, sweep_only)
+                    results["systems"][system.name] = measure(server, client, sizes)
         finally:
             client.close()
     results["machine"]["load_average_at_end"] = os.getloadavg()[0]
@@ -263,10 +287,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["service", "service-no-batch", "floor", "naive"],
+        choices=["service", "service-no-batch", "floor", "naive", "pytriton"],
         help="run only these systems",
     )
     parser.add_argument("--seconds", type=float, help="measured seconds per concurrency level")
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", help="concurrent sessions to measure (1 8 64)"
+    )
+    parser.add_argument(
+        "--sweep-only",
+        action="store_true",
+        help="only 1-step chunks (and /v1/chunks): no longer chunks, no stateless predict",
+    )
     parser.add_argument(
         "--out", type=Path, help="results folder (default bench/results; with --smoke: none)"
     )
@@ -281,12 +313,28 @@ def main(argv: list[str] | None = None) -> None:
     sizes = SMOKE if args.smoke else FULL
     if args.seconds:
         sizes = replace(sizes, seconds=args.seconds)
+    if args.concurrency:
+        sizes = replace(sizes, concurrency=tuple(args.concurrency))
+    if args.sweep_only:
+        sizes = replace(sizes, chunk_steps=(), stateless_requests=0)
     systems = [service(True), service(False), baseline("floor"), baseline("naive")]
-    if args.only:
-        systems = [s for s in systems if s.name in args.only]
+    notes: list[str] = []
+    wanted = args.only or [s.name for s in systems] + ([] if args.smoke else ["pytriton"])
+    if "pytriton" in wanted:
+        report.note("pytriton: preparing its virtualenv and weights (cached after the first run)")
+        try:
+            systems.append(pytriton_system())
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or ""
+            notes.append(f"PyTriton peer left out: could not prepare it ({exc}) {detail[-500:]}")
+    elif args.smoke:
+        notes.append("PyTriton peer left out of the smoke run (`--only pytriton` runs it)")
+    systems = [s for s in systems if s.name in wanted]
+    for text in notes:
+        report.note(text)
     with tempfile.TemporaryDirectory(prefix="lstm-bench-") as tmp:
         try:
-            results = run(systems, sizes, args.workers, Path(tmp))
+            results = run(systems, sizes, args.workers, Path(tmp), notes)
         except Exception:
             for log in sorted(Path(tmp).glob("*.log")):
                 print(f"--- {log.name} (last lines)", file=sys.stderr)

@@ -17,12 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class System:
-    """How to start one system: its argv (without host, port, workers) and extra env."""
+    """How to start one system: its argv (without host, port, workers) and extra env.
+    `protocol` is what the load generator speaks to it: "v1" (the native routes) or "v2"
+    (the Open Inference Protocol's JSON, a `session` input naming the session). With
+    `whole_tree`, every process the system starts counts as serving (CPU and memory)."""
 
     name: str
     argv: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
     label: str = ""
+    ready_path: str = "/readyz"
+    protocol: str = "v1"
+    whole_tree: bool = False
 
 
 def service(micro_batch: bool) -> System:
@@ -48,6 +54,15 @@ def _children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):
         found.extend(int(child) for child in task.read_text().split())
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found, queue = [pid], [pid]
+    while queue:
+        children = _children(queue.pop())
+        found.extend(children)
+        queue.extend(children)
     return found
 
 
@@ -96,14 +111,17 @@ class Server:
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/readyz", timeout=2) as answer:
+            with urllib.request.urlopen(self.url + self.system.ready_path, timeout=2) as answer:
                 return bool(answer.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
     def worker_pids(self) -> list[int]:
-        """The processes that serve requests: uvicorn's workers, or the one process."""
+        """The processes that serve requests: uvicorn's workers, or the one process; for a
+        system of several processes (PyTriton: Python, tritonserver, backend stubs) all."""
         assert self.process is not None
+        if self.system.whole_tree:
+            return _descendants(self.process.pid)
         workers = [
             pid
             for pid in _children(self.process.pid)
@@ -112,7 +130,16 @@ class Server:
         return workers or [self.process.pid]
 
     def memory_mb(self) -> list[dict[str, float]]:
-        """Resident memory now and at its peak, per worker."""
+        """Resident memory now and at its peak, per worker (summed over a whole tree)."""
+        if self.system.whole_tree:
+            pids = self.worker_pids()
+            return [
+                {
+                    "pid": pids[0],
+                    "rss_mb": sum(_status_kb(pid, "VmRSS") for pid in pids) / 1024,
+                    "peak_rss_mb": sum(_status_kb(pid, "VmHWM") for pid in pids) / 1024,
+                }
+            ]
         return [
             {
                 "pid": pid,

@@ -17,7 +17,7 @@ from service.api.grpc.server import GrpcServer
 from service.api.limits import BodySizeLimit
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
-from service.api.routes import health, metrics, models, sessions, stream, v2
+from service.api.routes import chunks, health, metrics, models, sessions, stream, v2
 from service.core.batcher import MicroBatcher
 from service.core.kernel_cache import compile_kernels
 from service.core.repository import ModelRegistry, VersionPolicy
@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.include_router(models.router)
     app.include_router(sessions.router)
     app.include_router(stream.router)
+    app.include_router(chunks.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(v2.router)  # last: its /v2 catch-all answers unknown V2 paths

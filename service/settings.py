@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     max_predict_steps: int = Field(100_000, gt=0)
     """Most timesteps in one stateless predict call."""
 
+    recent_records: int = Field(10_000, ge=0)
+    """Sessions whose last record each process keeps, so that their next chunk skips the
+    read from Redis (its compare-and-set checks the whole record, so answers stay exact
+    behind any balancer; it pays when a balancer sends a session to the same replica).
+    0: always read."""
+
+    max_chunks_per_request: int = Field(256, gt=0)
+    """Most chunks in one `POST /v1/chunks` request."""
+
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger is 413 `payload_too_large`."""
 

@@ -3,10 +3,12 @@
 from datetime import UTC, datetime
 from typing import Any
 
+from service.api.schemas import error_body
 from service.core.models import RefusedModel, ServedModel
 from service.core.repository import ModelRegistry
 from service.core.session_record import SessionRecord
 from service.core.sessions import ChunkResult
+from service.errors import ServiceError
 
 
 def _iso(ms: int) -> str:
@@ -76,3 +78,14 @@ def chunk_result(session_id: str, result: ChunkResult) -> dict[str, Any]:
         "replayed": result.replayed,
         "outputs": result.outputs.tolist(),
     }
+
+
+def chunk_outcomes(
+    session_ids: list[str], outcomes: list[ChunkResult | ServiceError]
+) -> list[dict[str, Any]]:
+    return [
+        {"session_id": session_id, **error_body(outcome.code, outcome.message, **outcome.details)}
+        if isinstance(outcome, ServiceError)
+        else chunk_result(session_id, outcome)
+        for session_id, outcome in zip(session_ids, outcomes, strict=True)
+    ]

@@ -223,6 +223,36 @@ class ChunkResponse(BaseModel):
     )
 
 
+class ChunkItem(_Request):
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
+    inputs: list[list[float]] = Field(description="T timesteps of F features each.")
+    offset: int | None = Field(
+        None, ge=0, description="As on `POST /v1/sessions/{session_id}/predict`."
+    )
+
+
+class ChunksRequest(_Request):
+    chunks: list[ChunkItem] = Field(
+        min_length=1,
+        description="Chunks of any sessions, of any models served, applied in this order; "
+        "at most `LSTM_MAX_CHUNKS_PER_REQUEST` (256 by default).",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "chunks": [
+                        {"session_id": "sensor-17", "inputs": SEED_INPUTS[:1], "offset": 0},
+                        {"session_id": "sensor-18", "inputs": SEED_INPUTS[:2]},
+                        {"session_id": "sensor-17", "inputs": SEED_INPUTS[1:2], "offset": 1},
+                    ]
+                }
+            ]
+        }
+    )
+
+
 class Health(BaseModel):
     status: str = Field(examples=["ok"])
 
@@ -251,3 +281,48 @@ class ErrorBody(BaseModel):
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **details}}
+
+
+class ChunkError(BaseModel):
+    session_id: str
+    error: ErrorDetail
+
+
+class ChunksResponse(BaseModel):
+    results: list[ChunkResponse | ChunkError] = Field(
+        description="One per chunk, in request order: the chunk's answer, or its error "
+        "(same codes as the single route; a failed chunk changed nothing)."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "session_id": "sensor-17",
+                            "offset": 0,
+                            "steps": 1,
+                            "replayed": False,
+                            "outputs": SEED_OUTPUTS[:1],
+                        },
+                        {
+                            "session_id": "sensor-18",
+                            "error": {
+                                "code": "session_not_found",
+                                "message": "session 'sensor-18' does not exist or has expired",
+                                "session_id": "sensor-18",
+                            },
+                        },
+                        {
+                            "session_id": "sensor-17",
+                            "offset": 1,
+                            "steps": 2,
+                            "replayed": False,
+                            "outputs": SEED_OUTPUTS[1:2],
+                        },
+                    ]
+                }
+            ]
+        }
+    )

@@ -16,6 +16,7 @@ from service.core.batcher import MicroBatcher
 from service.core.inputs import as_rows, check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ServedModel
+from service.core.recent_records import RecentRecords
 from service.core.repository import ModelRegistry
 from service.core.session_record import SessionRecord, chunk_digest
 from service.errors import (
@@ -78,6 +79,7 @@ class SessionLimits:
     max_chunk_steps: int = _setting("max_chunk_steps")
     max_predict_steps: int = _setting("max_predict_steps")
     max_sessions_per_namespace: int = _setting("max_sessions_per_key")
+    recent_records: int = _setting("recent_records")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SessionLimits":
@@ -87,6 +89,7 @@ class SessionLimits:
             max_chunk_steps=settings.max_chunk_steps,
             max_predict_steps=settings.max_predict_steps,
             max_sessions_per_namespace=settings.max_sessions_per_key,
+            recent_records=settings.recent_records,
         )
 
 
@@ -163,6 +166,10 @@ class SessionService:
         self.batcher = batcher
         self._in_flight = 0  # chunk and predict requests in progress in this process
         self._writers = KeyedLocks(TURN_PATIENCE_SECONDS)
+        self.recent = RecentRecords(limits.recent_records)
+
+    def now_ms(self) -> int:
+        return self._clock()
 
     def model(self, name: str, version: int | str | None = None) -> ServedModel:
         return self.models.get(name, version)
@@ -180,7 +187,7 @@ class SessionService:
         call on `x[b]`, and every chunking of a session, bit for bit."""
         x = as_rows(model, x)
         check_chunk(model, x, self.limits.max_predict_steps)
-        with self._counted():
+        with self.counted():
             if x.ndim == 2:
                 outputs, _ = await self._run(model, x, model.runner.initial_state())
                 return outputs
@@ -193,7 +200,7 @@ class SessionService:
         return await run_model(model, x, state, self.telemetry, batcher)
 
     @contextlib.contextmanager
-    def _counted(self) -> Iterator[None]:
+    def counted(self) -> Iterator[None]:
         self._in_flight += 1
         try:
             yield
@@ -227,8 +234,10 @@ class SessionService:
             model_version=model.version,
             state=model.runner.initial_state(),
         )
-        if not await self.store.create(namespace, sid, record.encode(), ttl * 1000):
+        blob = record.encode()
+        if not await self.store.create(namespace, sid, blob, ttl * 1000):
             raise SessionExists(sid)
+        self.recent.put((namespace, sid), blob, record)
         await self._admit(namespace, sid, now + ttl * 1000)
         self.telemetry.session_event("created")
         return sid, record
@@ -256,7 +265,7 @@ class SessionService:
             raise SessionNotFound(session_id)
         return SessionRecord.decode(blob)
 
-    def _model_for(self, record: SessionRecord, session_id: str) -> ServedModel:
+    def model_for(self, record: SessionRecord, session_id: str) -> ServedModel:
         """The version the session is pinned to, while it is served."""
         model = self.models.find(record.model, record.model_version)
         if model is None:
@@ -280,12 +289,12 @@ class SessionService:
         compare-and-set catches a stale one."""
 
         async def advance(record: SessionRecord) -> tuple[SessionRecord | None, ChunkResult]:
-            model = self._model_for(record, session_id)
+            model = self.model_for(record, session_id)
             rows = as_rows(model, x)
             check_chunk(model, rows, self.limits.max_chunk_steps)
             digest = chunk_digest(rows)
             if offset is not None and offset != record.steps:
-                return None, self._replay_or_conflict(record, session_id, offset, digest)
+                return None, self.replay_or_conflict(record, session_id, offset, digest)
             outputs, state = await self._run(model, rows, record.state)
             updated = record.advanced(
                 steps=record.steps + rows.shape[0],
@@ -297,11 +306,11 @@ class SessionService:
             )
             return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
 
-        with self._counted():
+        with self.counted():
             return await self._write(namespace, session_id, advance, known)
 
     @staticmethod
-    def _replay_or_conflict(
+    def replay_or_conflict(
         record: SessionRecord, session_id: str, offset: int, digest: bytes
     ) -> ChunkResult:
         if (
@@ -343,39 +352,66 @@ class SessionService:
     ) -> T:
         """The one compare-and-set loop: read the record, let `update` compute the next one
         (or answer without writing: None), write it only if nobody else wrote meanwhile.
-        A `known` record saves the first read; an answer without a write (a replay, a
-        conflict) is only given from a record just read, never from a remembered one."""
-        async with self._writers.turn((namespace, session_id)):
+        The first attempt starts from the record this process last read or wrote, or from
+        `known`; an answer without a write (a replay, a conflict) is only given from a
+        record just read, never from a remembered one."""
+        key = (namespace, session_id)
+        async with self._writers.turn(key):
             for attempt in range(MAX_WRITE_ATTEMPTS):
-                if known is not None:
-                    record, known, remembered = known, None, True
-                else:
+                cached = self._remembered(key, known) if attempt == 0 else None
+                if cached is None:
                     blob = await self.store.get(namespace, session_id)
                     if blob is None:
+                        self.recent.forget(key)
                         raise SessionNotFound(session_id)
-                    record, remembered = SessionRecord.decode(blob), False
+                    record = SessionRecord.decode(blob)
+                    self.recent.put(key, blob, record)
+                else:
+                    blob, record = cached
                 try:
                     updated, answer = await update(record)
                 except ServiceError:
-                    if remembered:
-                        continue
-                    raise
+                    if cached is None:
+                        raise
+                    self.recent.forget(key)  # decided on a record that may be stale
+                    continue
                 if updated is None:
-                    if remembered:
-                        continue
-                    return answer
-                outcome = await self.store.compare_and_set(
-                    namespace, session_id, record.token, updated.encode(), record.ttl_seconds * 1000
-                )
+                    if cached is None:
+                        return answer
+                    self.recent.forget(key)
+                    continue
+                value = updated.encode()
+                # The whole stored value as the expected prefix: a record never extends
+                # another (decoding refuses trailing bytes), so this is equality, and a
+                # kept record that anyone replaced since cannot be written over.
+                try:
+                    outcome = await self.store.compare_and_set(
+                        namespace, session_id, blob, value, record.ttl_seconds * 1000
+                    )
+                except StoreUnavailable:
+                    self.recent.forget(key)  # the write may land later: read next time
+                    raise
                 if outcome is CasOutcome.APPLIED:
+                    self.recent.put(key, value, updated)
                     return answer
+                self.recent.forget(key)
                 if outcome is CasOutcome.MISSING:
                     raise SessionNotFound(session_id)
-                if not remembered:  # a stale remembered record lost no race: just read
+                if cached is None:
                     await asyncio.sleep(backoff_seconds(attempt))
         raise SessionBusy.for_session(session_id)
 
+    def _remembered(
+        self, key: tuple[str, str], known: SessionRecord | None
+    ) -> tuple[bytes, SessionRecord] | None:
+        cached = self.recent.get(key)
+        if cached is None and known is not None:
+            # Encoding is deterministic: a record read or written encodes to what is stored.
+            cached = (known.encode(), known)
+        return cached
+
     async def delete(self, namespace: str, session_id: str) -> None:
+        self.recent.forget((namespace, session_id))
         if not await self.store.delete(namespace, session_id):
             raise SessionNotFound(session_id)
         if self.index is not None and self.limits.max_sessions_per_namespace > 0:

@@ -1,3 +1,4 @@
+from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
@@ -6,6 +7,14 @@ class CasOutcome(Enum):
     APPLIED = "applied"
     CONFLICT = "conflict"
     MISSING = "missing"
+
+
+@dataclass(frozen=True)
+class CasWrite:
+    session_id: str
+    expected_prefix: bytes
+    value: bytes
+    ttl_ms: int
 
 
 class StateStore(Protocol):
@@ -25,6 +34,17 @@ class StateStore(Protocol):
     async def compare_and_set(
         self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
     ) -> CasOutcome: ...
+
+    async def get_many(self, namespace: str, session_ids: list[str]) -> list[bytes | None]:
+        """The values of several sessions in one round trip (not one snapshot of all)."""
+        ...
+
+    async def compare_and_set_many(
+        self, namespace: str, writes: list[CasWrite]
+    ) -> list[CasOutcome]:
+        """`compare_and_set` for each write, in one round trip; each is atomic on its own
+        session, and their outcomes are independent."""
+        ...
 
     async def delete(self, namespace: str, session_id: str) -> bool: ...
 

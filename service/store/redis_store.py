@@ -7,7 +7,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from service.store.base import CasOutcome
+from service.store.base import CasOutcome, CasWrite
 from service.store.keys import session_key
 from service.store.redis_errors import unavailable_on_redis_errors
 
@@ -20,6 +20,23 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 2
 """
 _CAS_OUTCOMES = {0: CasOutcome.MISSING, 1: CasOutcome.CONFLICT, 2: CasOutcome.APPLIED}
+# The same for every key: ARGV holds expected prefix, value and TTL for each key in turn.
+_CAS_MANY_SCRIPT = """
+local outcomes = {}
+for i, key in ipairs(KEYS) do
+  local expected = ARGV[3 * i - 2]
+  local current = redis.call('GET', key)
+  if not current then
+    outcomes[i] = 0
+  elseif string.sub(current, 1, string.len(expected)) ~= expected then
+    outcomes[i] = 1
+  else
+    redis.call('SET', key, ARGV[3 * i - 1], 'PX', ARGV[3 * i])
+    outcomes[i] = 2
+  end
+end
+return outcomes
+"""
 # A URL with one of these schemes names a Redis Cluster (seed node); redis-py wants the plain one.
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -38,6 +55,7 @@ class RedisStateStore:
     def __init__(self, client: Any) -> None:
         self._client = client
         self._cas = client.register_script(_CAS_SCRIPT)
+        self._cas_many = client.register_script(_CAS_MANY_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str, timeout_seconds: float, cluster: bool = False) -> "RedisStateStore":
@@ -85,6 +103,34 @@ class RedisStateStore:
         key = session_key(namespace, session_id)
         result = await self._cas(keys=[key], args=[expected_prefix, value, ttl_ms])
         return _CAS_OUTCOMES[int(result)]
+
+    @unavailable_on_redis_errors
+    async def get_many(self, namespace: str, session_ids: list[str]) -> list[bytes | None]:
+        keys = [session_key(namespace, session_id) for session_id in session_ids]
+        if isinstance(self._client, RedisCluster):
+            values = await self._read(self._client.mget_nonatomic, keys)  # one per slot
+        else:
+            values = await self._read(self._client.mget, keys)
+        return [bytes(value) if value is not None else None for value in values]
+
+    @unavailable_on_redis_errors
+    async def compare_and_set_many(
+        self, namespace: str, writes: list[CasWrite]
+    ) -> list[CasOutcome]:
+        keys = [session_key(namespace, w.session_id) for w in writes]
+        if not isinstance(self._client, RedisCluster):
+            # One script call for every key: one command to encode instead of one per key
+            # (redis-py spends ~30 us encoding each), and still one round trip.
+            args = [arg for w in writes for arg in (w.expected_prefix, w.value, w.ttl_ms)]
+            results = await self._cas_many(keys=keys, args=args)
+        else:
+            # Keys live in different slots: one call per key, pipelined (EVAL with the
+            # script's text: a cluster pipeline cannot load scripts for EVALSHA).
+            pipe = self._client.pipeline(transaction=False)
+            for key, w in zip(keys, writes, strict=True):
+                pipe.eval(_CAS_SCRIPT, 1, key, w.expected_prefix, w.value, w.ttl_ms)
+            results = await pipe.execute()
+        return [_CAS_OUTCOMES[int(result)] for result in results]
 
     @unavailable_on_redis_errors
     async def delete(self, namespace: str, session_id: str) -> bool:

@@ -4,7 +4,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.store.base import CasOutcome, StateStore
+from service.store.base import CasOutcome, CasWrite, StateStore
 from service.telemetry import Telemetry
 
 
@@ -40,6 +40,16 @@ class TimedStateStore:
             return await self.inner.compare_and_set(
                 namespace, session_id, expected_prefix, value, ttl_ms
             )
+
+    async def get_many(self, namespace: str, session_ids: list[str]) -> list[bytes | None]:
+        with timed(self._telemetry, "get_many"):
+            return await self.inner.get_many(namespace, session_ids)
+
+    async def compare_and_set_many(
+        self, namespace: str, writes: list[CasWrite]
+    ) -> list[CasOutcome]:
+        with timed(self._telemetry, "compare_and_set_many"):
+            return await self.inner.compare_and_set_many(namespace, writes)
 
     async def delete(self, namespace: str, session_id: str) -> bool:
         with timed(self._telemetry, "delete"):

@@ -179,3 +179,26 @@ def test_a_master_down_is_503_and_its_sessions_continue_after_its_restart(
         assert http.get(f"/v1/sessions/{session_id}").json()["steps"] == 8
         rest = send_chunk(http, session_id, inputs[8:], offset=8)
         assert np.array_equal(np.array(rest["outputs"], np.float32), full[8:])
+
+
+def test_many_sessions_in_one_request_span_every_master(app_client, cluster):
+    """`POST /v1/chunks` reads and writes sessions in every slot range of the cluster
+    (per-slot reads, one script call per key): each answer is the single route's."""
+    rng = np.random.default_rng(40)
+    batched = [new_session(app_client, "sensor-lstm") for _ in range(12)]
+    single = [new_session(app_client, "sensor-lstm") for _ in batched]
+    chunks = [rng.normal(size=(2, 16)).astype(np.float32) for _ in batched]
+    body = {
+        "chunks": [
+            {"session_id": s, "inputs": c.tolist(), "offset": 0}
+            for s, c in zip(batched, chunks, strict=True)
+        ]
+    }
+
+    response = app_client.post("/v1/chunks", json=body)
+
+    assert response.status_code == 200, response.text
+    assert len({cluster.node_holding(session_key("_", s)).port for s in batched}) > 1
+    for result, s, c in zip(response.json()["results"], single, chunks, strict=True):
+        expected = send_chunk(app_client, s, c, offset=0)
+        assert result["outputs"] == expected["outputs"] and result["steps"] == 2

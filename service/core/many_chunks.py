@@ -1,0 +1,223 @@
+"""Many sessions' chunks in one request: one store read, one runner call per model and chunk
+length, one pipelined round of compare-and-sets. Each chunk keeps the single route's
+guarantees (applied once, replays, offset conflicts, untouched state on bad input), and
+the chunks of one session apply in request order, as if sent one after another."""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.core.arrays import Floats
+from service.core.inputs import check_chunk
+from service.core.models import ServedModel
+from service.core.session_record import SessionRecord, chunk_digest
+from service.core.sessions import (
+    MAX_WRITE_ATTEMPTS,
+    THREAD_OFFLOAD_STEPS,
+    ChunkResult,
+    SessionService,
+    backoff_seconds,
+)
+from service.errors import ServiceError, SessionBusy, SessionNotFound
+from service.store.base import CasOutcome, CasWrite
+
+Outcome = ChunkResult | ServiceError
+
+
+@dataclass(frozen=True)
+class ChunkItem:
+    session_id: str
+    x: Floats  # (T, F) float32
+    offset: int | None = None
+
+
+@dataclass(eq=False)
+class _Session:
+    """One session's items in this request, folded over its record in request order."""
+
+    session_id: str
+    items: list[int]
+    blob: bytes = b""  # as read: the whole value its compare-and-set expects
+    base: SessionRecord | None = None
+    record: SessionRecord | None = None
+    model: ServedModel | None = None
+    next_item: int = 0
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Step:
+    session: _Session
+    item: int
+    x: Floats
+    digest: bytes
+
+
+async def predict_many(
+    sessions: SessionService, namespace: str, items: list[ChunkItem]
+) -> list[ChunkResult | ServiceError]:
+    """Each item's answer or error, in request order."""
+    with sessions.counted():
+        return await _ManyChunks(sessions, namespace).run(items)
+
+
+def _answered(outcomes: list[Outcome | None]) -> list[Outcome]:
+    assert all(outcome is not None for outcome in outcomes)
+    return outcomes  # type: ignore[return-value]
+
+
+class _ManyChunks:
+    def __init__(self, sessions: SessionService, namespace: str) -> None:
+        self.sessions = sessions
+        self.store = sessions.store
+        self.namespace = namespace
+
+    async def run(self, items: list[ChunkItem]) -> list[Outcome]:
+        sessions: dict[str, _Session] = {}
+        for index, item in enumerate(items):
+            sid = item.session_id
+            sessions.setdefault(sid, _Session(sid, [])).items.append(index)
+        outcomes: list[Outcome | None] = [None] * len(items)
+        pending = list(sessions.values())
+        for attempt in range(MAX_WRITE_ATTEMPTS):
+            if not pending:  # every chunk was refused before reaching the core
+                return []
+            ids = [session.session_id for session in pending]
+            blobs = await self.store.get_many(self.namespace, ids)
+            for session, blob in zip(pending, blobs, strict=True):
+                self._start(session, blob)
+            await self._fold(pending, items)
+            retry = await self._write(pending)
+            for session in pending:
+                if session not in retry:
+                    for index, outcome in session.outcomes.items():
+                        outcomes[index] = outcome
+            if not retry:
+                return _answered(outcomes)
+            pending = retry
+            await asyncio.sleep(backoff_seconds(attempt))
+        for session in pending:
+            busy = SessionBusy.for_session(session.session_id)
+            for index in session.items:
+                outcomes[index] = busy
+        return _answered(outcomes)
+
+    def _start(self, session: _Session, blob: bytes | None) -> None:
+        session.outcomes = {}
+        session.next_item = 0
+        session.model = None
+        session.base = session.record = None
+        if blob is None:
+            missing = SessionNotFound(session.session_id)
+            session.outcomes = dict.fromkeys(session.items, missing)
+            session.next_item = len(session.items)
+            return
+        session.blob = blob
+        try:
+            session.base = session.record = SessionRecord.decode(blob)
+        except ServiceError as error:
+            session.outcomes = dict.fromkeys(session.items, error)
+            session.next_item = len(session.items)
+
+    async def _fold(self, sessions: list[_Session], items: list[ChunkItem]) -> None:
+        """Waves: each takes, per session, the items up to the next one that needs the
+        runner, so a session's second chunk starts from the state its first one left."""
+        while True:
+            wave = [
+                step for session in sessions if (step := self._advance(session, items)) is not None
+            ]
+            if not wave:
+                return
+            await self._run(wave)
+
+    def _advance(self, session: _Session, items: list[ChunkItem]) -> _Step | None:
+        while session.next_item < len(session.items):
+            index = session.items[session.next_item]
+            session.next_item += 1
+            record = session.record
+            assert record is not None
+            item = items[index]
+            try:
+                model = self.sessions.model_for(record, session.session_id)
+                check_chunk(model, item.x, self.sessions.limits.max_chunk_steps)
+                x = item.x
+                digest = chunk_digest(x)
+                if item.offset is not None and item.offset != record.steps:
+                    session.outcomes[index] = self.sessions.replay_or_conflict(
+                        record, session.session_id, item.offset, digest
+                    )
+                    continue
+            except ServiceError as error:
+                session.outcomes[index] = error
+                continue
+            session.model = model
+            return _Step(session, index, x, digest)
+        return None
+
+    async def _run(self, wave: list[_Step]) -> None:
+        groups: dict[tuple[int, int], list[_Step]] = {}
+        for step in wave:
+            assert step.session.model is not None
+            groups.setdefault((id(step.session.model), step.x.shape[0]), []).append(step)
+        for group in groups.values():
+            model = group[0].session.model
+            assert model is not None
+            x = np.stack([step.x for step in group])
+            states = np.stack([step.session.record.state for step in group])  # type: ignore[union-attr]
+            started = time.perf_counter()
+            if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
+                outputs, new_states = await asyncio.to_thread(model.runner.step_batch, x, states)
+            else:
+                outputs, new_states = model.runner.step_batch(x, states)
+            seconds = time.perf_counter() - started
+            self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
+            now = self.sessions.now_ms()
+            for row, step in enumerate(group):
+                record = step.session.record
+                assert record is not None
+                step.session.record = record.advanced(
+                    steps=record.steps + step.x.shape[0],
+                    updated_ms=now,
+                    state=new_states[row],
+                    last_offset=record.steps,
+                    last_digest=step.digest,
+                    last_outputs=outputs[row],
+                )
+                step.session.outcomes[step.item] = ChunkResult(
+                    step.session.record, record.steps, outputs[row], replayed=False
+                )
+
+    async def _write(self, sessions: list[_Session]) -> list[_Session]:
+        """One pipelined round for every session this request changed; the sessions whose
+        compare-and-set lost a race, to be read and folded again."""
+        changed = [s for s in sessions if s.record is not None and s.record is not s.base]
+        if not changed:
+            return []
+        writes = []
+        for session in changed:
+            assert session.record is not None
+            value = session.record.encode()
+            ttl_ms = session.record.ttl_seconds * 1000
+            writes.append(CasWrite(session.session_id, session.blob, value, ttl_ms))
+        recent = self.sessions.recent
+        try:
+            outcomes = await self.store.compare_and_set_many(self.namespace, writes)
+        except ServiceError:
+            for session in changed:
+                recent.forget((self.namespace, session.session_id))
+            raise
+        retry = []
+        for session, write, outcome in zip(changed, writes, outcomes, strict=True):
+            key = (self.namespace, session.session_id)
+            if outcome is CasOutcome.APPLIED:
+                assert session.record is not None
+                recent.put(key, write.value, session.record)  # the single route's next read
+                continue
+            recent.forget(key)
+            if outcome is CasOutcome.CONFLICT:
+                retry.append(session)
+            else:
+                session.outcomes = dict.fromkeys(session.items, SessionNotFound(session.session_id))
+        return retry

@@ -4,6 +4,16 @@ from its arguments, so raise sites and the documentation's examples agree."""
 from collections.abc import Sequence
 from typing import Any, Self
 
+# Ids and names a client sent are echoed at most this long, in answers and in logs.
+SHOWN_ID_CHARS = 128
+
+
+def clip(text: str, limit: int = SHOWN_ID_CHARS) -> str:
+    """`text` as an error or a log line shows it: cut, with how long it was, past `limit`."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters)"
+
 
 class ServiceError(Exception):
     """A failure the client can act on: an HTTP status and a stable code."""
@@ -32,15 +42,16 @@ class ModelNotFound(ServiceError):
     def __init__(
         self, name: str, version: str | None = None, served: Sequence[int] = (), refused: str = ""
     ) -> None:
+        name = clip(name)
         if version is None:
             reason = f" (refused: {refused})" if refused else ""
             super().__init__(f"no model named '{name}' is served{reason}", model=name)
         else:
             numbers = ", ".join(str(number) for number in served)
             super().__init__(
-                f"model '{name}' has no version '{version}'; it serves versions {numbers}",
+                f"model '{name}' has no version '{clip(version)}'; it serves versions {numbers}",
                 model=name,
-                version=version,
+                version=clip(version),
             )
 
     @classmethod

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger is 413 `payload_too_large`."""
 
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest a client may take to send a request's headers, from connecting or from the
+    request's first byte; past it the connection is closed (`lstm-serve` only)."""
+
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    """Longest pause allowed between two reads of a request body; past it the connection is
+    closed (`lstm-serve` only)."""
+
     max_sessions_per_key: int = Field(10_000, ge=0)
     """Most live sessions one API key may hold (without API keys, all clients share one
     count); creating one more is 429 `too_many_sessions`. 0: no limit."""

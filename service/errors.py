@@ -191,6 +191,16 @@ class PayloadTooLarge(ServiceError):
         return cls(16_777_216)
 
 
+class TensorsTooLarge(PayloadTooLarge):
+    def __init__(self, batch: int, steps: int, needed: int, limit: int) -> None:
+        ServiceError.__init__(
+            self,
+            f"{batch} x {steps} timesteps would take {needed} bytes of tensors (inputs, "
+            f"outputs and states as float32); the limit is {limit}",
+            max_tensor_bytes=limit,
+        )
+
+
 class Unauthorized(ServiceError):
     status, code = 401, "unauthorized"
 
@@ -231,6 +241,42 @@ class TooManySessions(ServiceError):
     @classmethod
     def example(cls) -> Self:
         return cls(10_000)
+
+
+class RateLimited(ServiceError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, reason: str, retry_after_seconds: int = 1, **details: Any) -> None:
+        super().__init__(
+            f"{reason}; retry in {retry_after_seconds} s",
+            retry_after_seconds=retry_after_seconds,
+            **details,
+        )
+        self.retry_after_seconds = retry_after_seconds
+
+    @classmethod
+    def heavy_work(cls, limit: int, steps: int, whole_server: bool = False) -> Self:
+        holder = "the server" if whole_server else "this API key"
+        return cls(
+            f"{holder} already has {limit} requests of more than {steps} timesteps in progress",
+            limit=limit,
+        )
+
+    @classmethod
+    def request_rate(cls, per_second: float, retry_after_seconds: int) -> Self:
+        return cls(
+            f"this API key sends more than {per_second:g} requests per second",
+            retry_after_seconds,
+            limit_per_second=per_second,
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls.heavy_work(2, 32)
 
 
 class StoreUnavailable(ServiceError):

@@ -17,6 +17,7 @@ from service.api.grpc.server import GrpcServer
 from service.api.limits import BodySizeLimit
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
+from service.api.rate_limit import KeyRateLimit
 from service.api.routes import health, metrics, models, sessions, stream, v2
 from service.core.batcher import MicroBatcher
 from service.core.kernel_cache import compile_kernels
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            app.state.sessions.heavy.close()
             await store.close()
             if embedded:
                 embedded.stop()
@@ -140,8 +142,13 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     app.state.metrics = telemetry
     install_error_handlers(app)
-    # Added innermost first: RequestObserver sees everything, auth runs before body limits.
+    # Added innermost first: RequestObserver sees everything, then auth, then the rate limit
+    # (it needs the key), then body limits.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_per_key > 0:
+        app.add_middleware(
+            KeyRateLimit, per_second=settings.rate_limit_per_key, burst=settings.rate_limit_burst
+        )
     if api_keys or admin_keys:
         app.add_middleware(
             ApiKeyAuth,

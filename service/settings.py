@@ -72,6 +72,26 @@ class Settings(BaseSettings):
     """Most live sessions one API key may hold (without API keys, all clients share one
     count); creating one more is 429 `too_many_sessions`. 0: no limit."""
 
+    max_heavy_per_key: int = Field(2, gt=0)
+    """Most requests of more than 32 timesteps (batch x steps) one API key may have in
+    progress per process; one more is 429 `rate_limited` with `Retry-After`."""
+
+    max_heavy_total: int = Field(4, gt=0)
+    """Most requests of more than 32 timesteps in progress per process, all keys together;
+    one more is 429 `rate_limited` with `Retry-After`."""
+
+    max_tensor_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Largest memory one request's tensors may take as float32 (inputs, outputs and one
+    recurrent state per sequence); more is 413 `payload_too_large`."""
+
+    rate_limit_per_key: float = Field(0.0, ge=0)
+    """Requests per second one API key may send to `/v1` and `/v2`, per process (a token
+    bucket); faster is 429 `rate_limited` with `Retry-After`. 0: no limit."""
+
+    rate_limit_burst: int = Field(0, ge=0)
+    """Requests one API key may send at once above `rate_limit_per_key`. 0: one second's
+    worth."""
+
     api_keys: SecretStr | None = None
     """Comma-separated API keys, each of letters, digits and `-._~+/` (a bearer token). Set:
     `/v1` and `/v2` (not the health routes) need `Authorization: Bearer <key>`, and each key

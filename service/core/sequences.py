@@ -11,7 +11,6 @@ import json
 from urllib.parse import quote
 
 from service.core.arrays import Floats
-from service.core.inputs import check_chunk
 from service.core.models import ServedModel
 from service.core.sessions import ChunkResult, SessionService
 from service.errors import (
@@ -67,7 +66,7 @@ class SequenceService:
                 f"not {x.shape[0]}"
             )
         # Checked here too, so that a bad chunk with sequence_start resets nothing.
-        check_chunk(model, x, self.sessions.limits.max_chunk_steps)
+        self.sessions.check(model, x, self.sessions.limits.max_chunk_steps)
         session_id = sequence_session_id(model.name, sequence_id)
         name = f"sequence {describe(sequence_id)} of model '{model.name}'"
         try:

@@ -13,6 +13,7 @@ import numpy as np
 
 from service.core.arrays import Floats
 from service.core.batcher import MicroBatcher
+from service.core.fairness import THREAD_OFFLOAD_STEPS, HeavyWork, check_tensor_bytes
 from service.core.inputs import as_rows, check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ServedModel
@@ -33,8 +34,6 @@ from service.settings import Settings
 from service.store.base import CasOutcome, SessionIndex, StateStore
 from service.telemetry import NULL_TELEMETRY, Telemetry
 
-# Chunks longer than this run in a worker thread so the event loop keeps serving.
-THREAD_OFFLOAD_STEPS = 32
 # Writers racing on one session retry after a random pause (`backoff_seconds`), this many times.
 MAX_WRITE_ATTEMPTS = 100
 BACKOFF_BASE_SECONDS = 0.002
@@ -78,6 +77,9 @@ class SessionLimits:
     max_chunk_steps: int = _setting("max_chunk_steps")
     max_predict_steps: int = _setting("max_predict_steps")
     max_sessions_per_namespace: int = _setting("max_sessions_per_key")
+    max_heavy_per_namespace: int = _setting("max_heavy_per_key")
+    max_heavy_total: int = _setting("max_heavy_total")
+    max_tensor_bytes: int = _setting("max_tensor_bytes")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SessionLimits":
@@ -87,6 +89,9 @@ class SessionLimits:
             max_chunk_steps=settings.max_chunk_steps,
             max_predict_steps=settings.max_predict_steps,
             max_sessions_per_namespace=settings.max_sessions_per_key,
+            max_heavy_per_namespace=settings.max_heavy_per_key,
+            max_heavy_total=settings.max_heavy_total,
+            max_tensor_bytes=settings.max_tensor_bytes,
         )
 
 
@@ -104,11 +109,16 @@ async def run_model(
     model: ServedModel,
     x: Floats,
     state: Floats,
-    telemetry: Telemetry = NULL_TELEMETRY,
-    batcher: MicroBatcher | None = None,
+    telemetry: Telemetry,
+    batcher: MicroBatcher | None,
+    heavy: tuple[HeavyWork, str],
 ) -> tuple[Floats, Floats]:
     if x.shape[0] > THREAD_OFFLOAD_STEPS:
-        return await asyncio.to_thread(_timed_step, model, x, state, telemetry)
+        work, namespace = heavy
+        started = time.perf_counter()
+        outputs, states = await work.run(namespace, model.runner, x[None], state[None])
+        telemetry.model_ran(model.name, x.shape[0], time.perf_counter() - started)
+        return outputs[0], states[0]
     if batcher is not None:
         started = time.perf_counter()
         result = await batcher.step(model.runner, x, state)
@@ -117,18 +127,19 @@ async def run_model(
     return _timed_step(model, x, state, telemetry)
 
 
-async def run_batch(model: ServedModel, x: Floats, telemetry: Telemetry) -> Floats:
+async def run_batch(
+    model: ServedModel, x: Floats, telemetry: Telemetry, heavy: tuple[HeavyWork, str]
+) -> Floats:
     """Every row of the (B, T, F) batch from zero state."""
-    if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
-        return await asyncio.to_thread(_timed_batch, model, x, telemetry)
-    return _timed_batch(model, x, telemetry)
-
-
-def _timed_batch(model: ServedModel, x: Floats, telemetry: Telemetry) -> Floats:
+    timesteps = x.shape[0] * x.shape[1]
     started = time.perf_counter()
     states = np.tile(model.runner.initial_state(), (x.shape[0], 1))
-    outputs, _ = model.runner.step_batch(x, states)
-    telemetry.model_ran(model.name, x.shape[0] * x.shape[1], time.perf_counter() - started)
+    if timesteps > THREAD_OFFLOAD_STEPS:
+        work, namespace = heavy
+        outputs, _ = await work.run(namespace, model.runner, x, states)
+    else:
+        outputs, _ = model.runner.step_batch(x, states)
+    telemetry.model_ran(model.name, timesteps, time.perf_counter() - started)
     return outputs
 
 
@@ -163,6 +174,7 @@ class SessionService:
         self.batcher = batcher
         self._in_flight = 0  # chunk and predict requests in progress in this process
         self._writers = KeyedLocks(TURN_PATIENCE_SECONDS)
+        self.heavy = HeavyWork(limits.max_heavy_per_namespace, limits.max_heavy_total)
 
     def model(self, name: str, version: int | str | None = None) -> ServedModel:
         return self.models.get(name, version)
@@ -175,22 +187,31 @@ class SessionService:
             redis = exc.message
         return Readiness(redis, len(self.models.all()))
 
-    async def predict_stateless(self, model: ServedModel, x: Floats) -> Floats:
+    def check(self, model: ServedModel, x: Floats, max_steps: int) -> None:
+        """`check_chunk`, and the memory its tensors would take."""
+        check_chunk(model, x, max_steps)
+        batch, steps = (1, x.shape[0]) if x.ndim == 2 else x.shape[:2]
+        check_tensor_bytes(model.runner, batch, steps, self.limits.max_tensor_bytes)
+
+    async def predict_stateless(self, namespace: str, model: ServedModel, x: Floats) -> Floats:
         """A (T, F) sequence or a (B, T, F) batch from zero state: row b equals a one-row
         call on `x[b]`, and every chunking of a session, bit for bit."""
         x = as_rows(model, x)
-        check_chunk(model, x, self.limits.max_predict_steps)
+        self.check(model, x, self.limits.max_predict_steps)
         with self._counted():
             if x.ndim == 2:
-                outputs, _ = await self._run(model, x, model.runner.initial_state())
+                outputs, _ = await self._run(namespace, model, x, model.runner.initial_state())
                 return outputs
-            return await run_batch(model, x, self.telemetry)
+            return await run_batch(model, x, self.telemetry, (self.heavy, namespace))
 
-    async def _run(self, model: ServedModel, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+    async def _run(
+        self, namespace: str, model: ServedModel, x: Floats, state: Floats
+    ) -> tuple[Floats, Floats]:
         # A lone request has nobody to share a batch with: waiting a loop turn for
         # company only adds latency (measured: 1-session p50 2.2 ms alone, 5.2 ms batched).
         batcher = self.batcher if self._in_flight > 1 else None
-        return await run_model(model, x, state, self.telemetry, batcher)
+        heavy = (self.heavy, namespace)
+        return await run_model(model, x, state, self.telemetry, batcher, heavy)
 
     @contextlib.contextmanager
     def _counted(self) -> Iterator[None]:
@@ -282,11 +303,11 @@ class SessionService:
         async def advance(record: SessionRecord) -> tuple[SessionRecord | None, ChunkResult]:
             model = self._model_for(record, session_id)
             rows = as_rows(model, x)
-            check_chunk(model, rows, self.limits.max_chunk_steps)
+            self.check(model, rows, self.limits.max_chunk_steps)
             digest = chunk_digest(rows)
             if offset is not None and offset != record.steps:
                 return None, self._replay_or_conflict(record, session_id, offset, digest)
-            outputs, state = await self._run(model, rows, record.state)
+            outputs, state = await self._run(namespace, model, rows, record.state)
             updated = record.advanced(
                 steps=record.steps + rows.shape[0],
                 updated_ms=self._clock(),

@@ -59,7 +59,7 @@ class SequenceService:
         offset: int | None = None,
     ) -> ChunkResult:
         """Apply one chunk (batch 1) to the sequence; `start` first returns it to zero state,
-        `end` deletes it once the chunk is answered."""
+        `end` leaves it as a short-lived tombstone that answers only a retry of that chunk."""
         if x.ndim == 3 and x.shape[0] != 1:
             raise InvalidInput(
                 f"a request with a sequence_id carries one sequence: batch size must be 1, "
@@ -84,7 +84,7 @@ class SequenceService:
         if end:
             # Ended concurrently or expired: gone either way.
             with contextlib.suppress(SessionNotFound):
-                await self.sessions.delete(namespace, session_id)
+                await self.sessions.end(namespace, session_id)
         return result
 
     async def _start(self, namespace: str, model: ServedModel, session_id: str) -> None:

@@ -18,7 +18,7 @@ from service.core.inputs import as_rows, check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ServedModel
 from service.core.repository import ModelRegistry
-from service.core.session_record import SessionRecord, chunk_digest
+from service.core.session_record import NO_DIGEST, SessionRecord, chunk_digest
 from service.errors import (
     InvalidInput,
     ModelVersionMismatch,
@@ -41,6 +41,8 @@ BACKOFF_CAP_SECONDS = 0.2
 # Writers to one session in one process take turns (no wasted CAS rounds); past this
 # wait a writer goes ahead anyway and the CAS arbitrates, so a stuck store holds no queue.
 TURN_PATIENCE_SECONDS = 1.0
+# An ended V2 sequence stays this long as a tombstone that answers a retry of its last chunk.
+ENDED_SEQUENCE_SECONDS = 60
 
 T = TypeVar("T")
 
@@ -239,6 +241,7 @@ class SessionService:
         sid = session_id or secrets.token_urlsafe(18)
         now = self._clock()
         record = SessionRecord(
+            incarnation=secrets.randbits(64),
             revision=0,
             steps=0,
             created_ms=now,
@@ -304,33 +307,45 @@ class SessionService:
             model = self._model_for(record, session_id)
             rows = as_rows(model, x)
             self.check(model, rows, self.limits.max_chunk_steps)
-            digest = chunk_digest(rows)
-            if offset is not None and offset != record.steps:
-                return None, self._replay_or_conflict(record, session_id, offset, digest)
+            if record.ended or (offset is not None and offset != record.steps):
+                return None, await self._replay(namespace, model, record, session_id, offset, rows)
             outputs, state = await self._run(namespace, model, rows, record.state)
             updated = record.advanced(
                 steps=record.steps + rows.shape[0],
                 updated_ms=self._clock(),
                 state=state,
                 last_offset=record.steps,
-                last_digest=digest,
-                last_outputs=outputs,
+                last_digest=chunk_digest(rows),
+                state_before_last=record.state,
             )
             return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
 
         with self._counted():
             return await self._write(namespace, session_id, advance, known)
 
-    @staticmethod
-    def _replay_or_conflict(
-        record: SessionRecord, session_id: str, offset: int, digest: bytes
+    async def _replay(
+        self,
+        namespace: str,
+        model: ServedModel,
+        record: SessionRecord,
+        session_id: str,
+        offset: int | None,
+        x: Floats,
     ) -> ChunkResult:
+        """The last chunk again: recomputed from the state before it (the runner is
+        deterministic, so the outputs are the first answer's bits); else a conflict."""
+        before = record.state_before_last
         if (
-            offset == record.last_offset
-            and digest == record.last_digest
-            and record.last_outputs is not None
+            offset is not None
+            and offset == record.last_offset
+            and before is not None
+            and chunk_digest(x) == record.last_digest
         ):
-            return ChunkResult(record, offset, record.last_outputs, replayed=True)
+            outputs, _ = await self._run(namespace, model, x, before)
+            return ChunkResult(record, offset, outputs, replayed=True)
+        if record.ended:
+            raise SessionNotFound(session_id)
+        assert offset is not None
         raise OffsetConflict.for_session(offset, record.steps, session_id)
 
     async def reset(
@@ -346,14 +361,28 @@ class SessionService:
                 model_version=model.version,
                 state=model.runner.initial_state(),
                 last_offset=-1,
-                last_digest=bytes(16),
-                last_outputs=None,
+                last_digest=NO_DIGEST,
+                state_before_last=None,
+                ended=False,
+                # An ended sequence started again lives as long as a new one.
+                ttl_seconds=self.limits.default_ttl_seconds if record.ended else record.ttl_seconds,
             )
             return updated, updated
 
         updated = await self._write(namespace, session_id, restart)
         self.telemetry.session_event("reset")
         return updated
+
+    async def end(self, namespace: str, session_id: str) -> None:
+        """End a sequence: its record becomes a short-lived tombstone that answers only a
+        retry of its last chunk, so the chunk that ended it can be resent."""
+
+        async def close(record: SessionRecord) -> tuple[SessionRecord | None, None]:
+            if record.ended:
+                return None, None
+            return record.advanced(ended=True, ttl_seconds=ENDED_SEQUENCE_SECONDS), None
+
+        await self._write(namespace, session_id, close)
 
     async def _write(
         self,
@@ -366,6 +395,7 @@ class SessionService:
         (or answer without writing: None), write it only if nobody else wrote meanwhile.
         A `known` record saves the first read; an answer without a write (a replay, a
         conflict) is only given from a record just read, never from a remembered one."""
+        incarnation = None
         async with self._writers.turn((namespace, session_id)):
             for attempt in range(MAX_WRITE_ATTEMPTS):
                 if known is not None:
@@ -375,6 +405,10 @@ class SessionService:
                     if blob is None:
                         raise SessionNotFound(session_id)
                     record, remembered = SessionRecord.decode(blob), False
+                if incarnation is not None and record.incarnation != incarnation:
+                    # Deleted and created again meanwhile: this request was for the old one.
+                    raise SessionNotFound(session_id)
+                incarnation = record.incarnation
                 try:
                     updated, answer = await update(record)
                 except ServiceError:
@@ -386,7 +420,11 @@ class SessionService:
                         continue
                     return answer
                 outcome = await self.store.compare_and_set(
-                    namespace, session_id, record.token, updated.encode(), record.ttl_seconds * 1000
+                    namespace,
+                    session_id,
+                    record.token,
+                    updated.encode(),
+                    updated.ttl_seconds * 1000,
                 )
                 if outcome is CasOutcome.APPLIED:
                     return answer

@@ -14,6 +14,7 @@ from service.api.auth import ApiKeyAuth, ApiKeys, load_admin_keys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.grpc.server import GrpcServer
+from service.api.head import HeadAsGet
 from service.api.limits import BodySizeLimit
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             keys=ApiKeys(api_keys) if api_keys else None,
             admin=ApiKeys(admin_keys) if admin_keys else None,
         )
+    app.add_middleware(HeadAsGet)
     app.add_middleware(
         RequestObserver,
         metrics=telemetry,

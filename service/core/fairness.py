@@ -23,10 +23,9 @@ class HeavyWork:
     """Runs heavy work (more than `THREAD_OFFLOAD_STEPS` timesteps) off the event loop, fairly.
 
     Requests in flight are counted per key; one past `per_key` for its key, or past `total`,
-    is refused at once with 429 `rate_limited` rather than queued. The numpy runner holds
-    the interpreter lock (its arrays are tiny), so threads add no throughput, and each
-    thread running long work slows every short chunk the event loop serves: heavy work runs
-    in one thread, in slices of `slice_steps` timesteps taken in arrival order, so a
+    is refused at once with 429 `rate_limited` rather than queued. Each thread running
+    long work takes a core (and the interpreter lock between kernel calls) from the event
+    loop that serves every short chunk: heavy work runs in one thread, in slices of `slice_steps` timesteps taken in arrival order, so a
     40-step chunk waits for one slice of a 100,000-step predict, not for all of it. A
     sequence cut at any step gives the same bits (the runner is chunk-invariant)."""
 

@@ -17,7 +17,7 @@ def test_head_is_the_get_without_its_body(client, path):
 def test_a_405_under_v2_is_in_the_v2_shape_and_names_what_is_allowed(client):
     response = client.request("OPTIONS", "/v2/models/seed-lstm")
     assert response.status_code == 405
-    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"GET", "HEAD"}
+    assert {"GET", "HEAD"} <= set(response.headers["allow"].replace(" ", "").split(","))
     assert isinstance(response.json()["error"], str)
     native = client.put("/v1/models")
     assert native.status_code == 405 and native.json()["error"]["code"] == "method_not_allowed"

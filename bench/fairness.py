@@ -55,13 +55,35 @@ async def short_chunks(client: httpx.AsyncClient, steps: int, count: int) -> lis
     return took
 
 
+def v2_binary(steps: int) -> tuple[bytes, dict[str, str]]:
+    """A V2 request with binary tensor data: no JSON to parse, only timesteps to run."""
+    tensor = {
+        "name": "inputs",
+        "datatype": "FP32",
+        "shape": [1, steps, FEATURES],
+        "parameters": {"binary_data_size": steps * FEATURES * 4},
+    }
+    header = json.dumps({"inputs": [tensor]}).encode()
+    raw = np.full((steps, FEATURES), 0.1, np.float32).tobytes()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
 async def flood(
-    client: httpx.AsyncClient, steps: int, statuses: Counter[int], stop: asyncio.Event
+    client: httpx.AsyncClient,
+    steps: int,
+    statuses: Counter[int],
+    stop: asyncio.Event,
+    binary: bool,
 ) -> None:
-    body = json.dumps({"inputs": np.full((steps, FEATURES), 0.1).tolist()})
-    headers = {**bearer(KEY_A), "content-type": "application/json"}
+    if binary:
+        body, extra = v2_binary(steps)
+        path = f"/v2/models/{MODEL}/infer"
+    else:
+        body = json.dumps({"inputs": np.full((steps, FEATURES), 0.1).tolist()}).encode()
+        extra, path = {}, f"/v1/models/{MODEL}/predict"
+    headers = {**bearer(KEY_A), "content-type": "application/json", **extra}
     while not stop.is_set():
-        answer = await client.post(f"/v1/models/{MODEL}/predict", content=body, headers=headers)
+        answer = await client.post(path, content=body, headers=headers)
         statuses[answer.status_code] += 1
         if answer.status_code == 429:
             await asyncio.sleep(float(answer.headers.get("retry-after", "1")))

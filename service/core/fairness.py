@@ -25,9 +25,10 @@ class HeavyWork:
     Requests in flight are counted per key; one past `per_key` for its key, or past `total`,
     is refused at once with 429 `rate_limited` rather than queued. Each thread running
     long work takes a core (and the interpreter lock between kernel calls) from the event
-    loop that serves every short chunk: heavy work runs in one thread, in slices of `slice_steps` timesteps taken in arrival order, so a
-    40-step chunk waits for one slice of a 100,000-step predict, not for all of it. A
-    sequence cut at any step gives the same bits (the runner is chunk-invariant)."""
+    loop that serves every short chunk: heavy work runs in one thread, in slices of
+    `slice_steps` timesteps taken in arrival order, so a 40-step chunk waits for one slice
+    of a 100,000-step predict, not for all of it. A sequence cut at any step gives the same
+    bits (the runner is chunk-invariant)."""
 
     def __init__(self, per_key: int, total: int, slice_steps: int = SLICE_STEPS) -> None:
         self.per_key = per_key

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.core.fairness import HeavyWork
-from service.core.models import ModelRegistry
+from service.core.repository import ModelRegistry
 from service.errors import RateLimited
 
 

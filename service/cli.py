@@ -11,6 +11,7 @@ from types import FrameType
 
 import uvicorn
 
+from service.api.read_timeouts import TimedH11Protocol
 from service.logs import logging_config
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             log_level=args.log_level,
             log_config=log_config,
             access_log=False,  # the app writes its own JSON access log
+            http=TimedH11Protocol,
         )
     finally:
         if embedded:

@@ -4,6 +4,16 @@ from its arguments, so raise sites and the documentation's examples agree."""
 from collections.abc import Sequence
 from typing import Any, Self
 
+# Ids and names a client sent are echoed at most this long, in answers and in logs.
+SHOWN_ID_CHARS = 128
+
+
+def clip(text: str, limit: int = SHOWN_ID_CHARS) -> str:
+    """`text` as an error or a log line shows it: cut, with how long it was, past `limit`."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...({len(text)} characters)"
+
 
 class ServiceError(Exception):
     """A failure the client can act on: an HTTP status and a stable code."""
@@ -32,15 +42,16 @@ class ModelNotFound(ServiceError):
     def __init__(
         self, name: str, version: str | None = None, served: Sequence[int] = (), refused: str = ""
     ) -> None:
+        name = clip(name)
         if version is None:
             reason = f" (refused: {refused})" if refused else ""
             super().__init__(f"no model named '{name}' is served{reason}", model=name)
         else:
             numbers = ", ".join(str(number) for number in served)
             super().__init__(
-                f"model '{name}' has no version '{version}'; it serves versions {numbers}",
+                f"model '{name}' has no version '{clip(version)}'; it serves versions {numbers}",
                 model=name,
-                version=version,
+                version=clip(version),
             )
 
     @classmethod
@@ -180,6 +191,16 @@ class PayloadTooLarge(ServiceError):
         return cls(16_777_216)
 
 
+class TensorsTooLarge(PayloadTooLarge):
+    def __init__(self, batch: int, steps: int, needed: int, limit: int) -> None:
+        ServiceError.__init__(
+            self,
+            f"{batch} x {steps} timesteps would take {needed} bytes of tensors (inputs, "
+            f"outputs and states as float32); the limit is {limit}",
+            max_tensor_bytes=limit,
+        )
+
+
 class Unauthorized(ServiceError):
     status, code = 401, "unauthorized"
 
@@ -220,6 +241,42 @@ class TooManySessions(ServiceError):
     @classmethod
     def example(cls) -> Self:
         return cls(10_000)
+
+
+class RateLimited(ServiceError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, reason: str, retry_after_seconds: int = 1, **details: Any) -> None:
+        super().__init__(
+            f"{reason}; retry in {retry_after_seconds} s",
+            retry_after_seconds=retry_after_seconds,
+            **details,
+        )
+        self.retry_after_seconds = retry_after_seconds
+
+    @classmethod
+    def heavy_work(cls, limit: int, steps: int, whole_server: bool = False) -> Self:
+        holder = "the server" if whole_server else "this API key"
+        return cls(
+            f"{holder} already has {limit} requests of more than {steps} timesteps in progress",
+            limit=limit,
+        )
+
+    @classmethod
+    def request_rate(cls, per_second: float, retry_after_seconds: int) -> Self:
+        return cls(
+            f"this API key sends more than {per_second:g} requests per second",
+            retry_after_seconds,
+            limit_per_second=per_second,
+        )
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls.heavy_work(2, 32)
 
 
 class StoreUnavailable(ServiceError):

@@ -14,9 +14,11 @@ from service.api.auth import ApiKeyAuth, ApiKeys, load_admin_keys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.grpc.server import GrpcServer
+from service.api.head import HeadAsGet
 from service.api.limits import BodySizeLimit
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
+from service.api.rate_limit import KeyRateLimit
 from service.api.routes import chunks, health, metrics, models, sessions, stream, v2
 from service.core.batcher import MicroBatcher
 from service.core.kernel_cache import compile_kernels
@@ -126,6 +128,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            app.state.sessions.heavy.close()
             await store.close()
             if embedded:
                 embedded.stop()
@@ -140,14 +143,20 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     )
     app.state.metrics = telemetry
     install_error_handlers(app)
-    # Added innermost first: RequestObserver sees everything, auth runs before body limits.
+    # Added innermost first: RequestObserver sees everything, then auth, then the rate limit
+    # (it needs the key), then body limits.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.rate_limit_per_key > 0:
+        app.add_middleware(
+            KeyRateLimit, per_second=settings.rate_limit_per_key, burst=settings.rate_limit_burst
+        )
     if api_keys or admin_keys:
         app.add_middleware(
             ApiKeyAuth,
             keys=ApiKeys(api_keys) if api_keys else None,
             admin=ApiKeys(admin_keys) if admin_keys else None,
         )
+    app.add_middleware(HeadAsGet)
     app.add_middleware(
         RequestObserver,
         metrics=telemetry,

@@ -1,9 +1,11 @@
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_DIR = Path(__file__).parent / "demo_models"
+U32_MAX = 2**32 - 1
 
 
 class Settings(BaseSettings):
@@ -44,10 +46,10 @@ class Settings(BaseSettings):
     One embedded Redis per directory."""
 
     session_ttl_seconds: int = Field(86_400, gt=0)
-    """Default session lifetime, refreshed on every write."""
+    """Default session lifetime, refreshed on every write; at most `max_session_ttl_seconds`."""
 
-    max_session_ttl_seconds: int = Field(30 * 86_400, gt=0)
-    """Largest `ttl_seconds` a client may ask for."""
+    max_session_ttl_seconds: int = Field(30 * 86_400, gt=0, le=U32_MAX)
+    """Largest `ttl_seconds` a client may ask for (the session record holds it in 32 bits)."""
 
     max_chunk_steps: int = Field(10_000, gt=0)
     """Most timesteps in one session chunk."""
@@ -67,21 +69,50 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
     """Largest request body accepted; larger is 413 `payload_too_large`."""
 
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest a client may take to send a request's headers, from connecting or from the
+    request's first byte; past it the connection is closed (`lstm-serve` only)."""
+
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    """Longest pause allowed between two reads of a request body; past it the connection is
+    closed (`lstm-serve` only)."""
+
     max_sessions_per_key: int = Field(10_000, ge=0)
     """Most live sessions one API key may hold (without API keys, all clients share one
     count); creating one more is 429 `too_many_sessions`. 0: no limit."""
 
+    max_heavy_per_key: int = Field(2, gt=0)
+    """Most requests of more than 32 timesteps (batch x steps) one API key may have in
+    progress per process; one more is 429 `rate_limited` with `Retry-After`."""
+
+    max_heavy_total: int = Field(4, gt=0)
+    """Most requests of more than 32 timesteps in progress per process, all keys together;
+    one more is 429 `rate_limited` with `Retry-After`."""
+
+    max_tensor_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Largest memory one request's tensors may take as float32 (inputs, outputs and one
+    recurrent state per sequence); more is 413 `payload_too_large`."""
+
+    rate_limit_per_key: float = Field(0.0, ge=0)
+    """Requests per second one API key may send to `/v1` and `/v2`, per process (a token
+    bucket); faster is 429 `rate_limited` with `Retry-After`. 0: no limit."""
+
+    rate_limit_burst: int = Field(0, ge=0)
+    """Requests one API key may send at once above `rate_limit_per_key`. 0: one second's
+    worth."""
+
     api_keys: SecretStr | None = None
-    """Comma-separated API keys. Set: `/v1` and `/v2` (not the health routes) need
-    `Authorization: Bearer <key>`, and each key sees only its own sessions."""
+    """Comma-separated API keys, each of letters, digits and `-._~+/` (a bearer token). Set:
+    `/v1` and `/v2` (not the health routes) need `Authorization: Bearer <key>`, and each key
+    sees only its own sessions. Any other character stops the service from starting."""
 
     admin_api_keys: SecretStr | None = None
     """Comma-separated admin keys: the only keys that may call `POST /v1/models/{name}/reload`
     when `api_keys` or these are set. With API keys set and no admin key, nobody may."""
 
     api_keys_file: Path | None = None
-    """A file of API keys, one per line (`#` starts a comment), read at start and added to
-    `api_keys`; for keys mounted as secrets."""
+    """A file of API keys, one per line (a line starting with `#` is a comment), read at start
+    and added to `api_keys`; for keys mounted as secrets."""
 
     grpc_port: int = Field(8001, ge=0, le=65535)
     """Port of the gRPC server (Triton's `inference.GRPCInferenceService`, the same models
@@ -127,3 +158,12 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_keys_are_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _default_ttl_within_the_limit(self) -> Self:
+        if self.session_ttl_seconds > self.max_session_ttl_seconds:
+            raise ValueError(
+                f"session_ttl_seconds ({self.session_ttl_seconds}) exceeds "
+                f"max_session_ttl_seconds ({self.max_session_ttl_seconds})"
+            )
+        return self

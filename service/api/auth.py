@@ -18,15 +18,35 @@ ADMIN_PATH = re.compile(r"^/v1/models/[^/]+/reload$")
 CHALLENGE = b'Bearer realm="lstm-stream"'
 
 
+# RFC 6750's token68, what a bearer token may hold: no ',' (the variable's separator),
+# '#' (the file's comment sign) or space, so a key can never be cut silently into another.
+KEY_PATTERN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+KEY_RULE = "an API key may hold only letters, digits and - . _ ~ + / (then = padding)"
+
+
+def _checked(key: str, where: str) -> str:
+    if not KEY_PATTERN.fullmatch(key):
+        raise ValueError(f"{where} is not one API key: {KEY_RULE}")
+    return key
+
+
 def load_api_keys(settings: Settings) -> list[str]:
-    """The configured keys: `api_keys` (comma-separated) and the lines of `api_keys_file`."""
+    """The configured keys: `api_keys` (comma-separated) and the lines of `api_keys_file`
+    (a line starting with `#` is a comment), each checked to be one bearer token."""
     keys: list[str] = []
     if settings.api_keys is not None:
-        keys += [key.strip() for key in settings.api_keys.get_secret_value().split(",")]
+        entries = [key.strip() for key in settings.api_keys.get_secret_value().split(",")]
+        keys += [
+            _checked(key, f"entry {number} of LSTM_API_KEYS")
+            for number, key in enumerate(entries, 1)
+            if key
+        ]
     if settings.api_keys_file is not None:
-        for line in settings.api_keys_file.read_text().splitlines():
-            keys.append(line.split("#", 1)[0].strip())
-    keys = [key for key in keys if key]
+        lines = settings.api_keys_file.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
+            key = line.strip()
+            if key and not key.startswith("#"):
+                keys.append(_checked(key, f"line {number} of {settings.api_keys_file}"))
     if not keys and (settings.api_keys is not None or settings.api_keys_file is not None):
         # Fail closed: a key setting that names no key is a mistake, not a wish to run open.
         raise ValueError("LSTM_API_KEYS / LSTM_API_KEYS_FILE is set but names no API key")

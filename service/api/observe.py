@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.routing import Match, Mount, Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import clip
 from service.logs import ACCESS_LOGGER
 from service.metrics import PrometheusMetrics
 
@@ -158,7 +159,7 @@ class RequestObserver:
             }
             for name in _LOGGED_PARAMS:
                 if name in params:
-                    line[name] = params[name]
+                    line[name] = clip(str(params[name]))
             if "namespace" in state:
                 line["key_id"] = state["namespace"]
             if code is not None:

@@ -6,6 +6,7 @@ bytes in order, sized by the tensor's `binary_data_size` parameter.
 """
 
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from math import prod
@@ -21,6 +22,7 @@ FP32 = "FP32"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 MAX_SEQUENCE_ID = 2**64 - 1
 MAX_SEQUENCE_ID_CHARS = 128
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _DECOMPRESS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
@@ -59,6 +61,14 @@ def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         raise InvalidInput(f"the body is not valid {encoding} data: {exc}") from exc
     if len(plain) > max_bytes:
         raise PayloadTooLarge(max_bytes, " once decompressed")
+    # zlib checks the CRC only when it reaches the end: a cut stream must not pass.
+    if not inflater.eof:
+        raise InvalidInput(f"the body is not valid {encoding} data: the stream is truncated")
+    if inflater.unused_data:
+        raise InvalidInput(
+            f"the body is not valid {encoding} data: {len(inflater.unused_data)} bytes follow "
+            "the end of the stream"
+        )
     return plain
 
 
@@ -219,25 +229,33 @@ def sequence_fields(parameters: dict[str, Any]) -> dict[str, Any]:
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
     if header_length is None:
         return body, memoryview(b"")
-    if not header_length.strip().isdigit() or int(header_length) > len(body):
+    # Plain ASCII digits only: str.isdigit() also takes "\u00b2", which int() refuses, and
+    # int() refuses more than 4,300 digits; a body length never needs 20.
+    text = header_length.strip()
+    if not _DIGITS.fullmatch(text) or int(text) > len(body):
         raise InvalidInput(
             f"{HEADER_LENGTH} must be the JSON header's size in bytes, at most the body's "
-            f"{len(body)}; got {header_length!r}"
+            f"{len(body)}; got {header_length[:40]!r}"
         )
-    size = int(header_length)
+    size = int(text)
     return body[:size], memoryview(body)[size:]
+
+
+def _parse_json(header: bytes, header_length: str | None) -> Any:
+    try:
+        return json.loads(header)
+    except (UnicodeDecodeError, ValueError) as exc:
+        hint = "" if header_length else f" (binary tensor data needs the {HEADER_LENGTH} header)"
+        raise InvalidInput(f"the request is not valid JSON: {exc}{hint}") from exc
+    except RecursionError:
+        raise InvalidInput("the request's JSON is nested too deeply") from None
 
 
 def decode_request(
     body: bytes, header_length: str | None, spec: TensorSpec, output: TensorSpec
 ) -> InferRequest:
     header, binary = _split(body, header_length)
-    try:
-        request = json.loads(header)
-    except (UnicodeDecodeError, ValueError) as exc:
-        hint = "" if header_length else f" (binary tensor data needs the {HEADER_LENGTH} header)"
-        raise InvalidInput(f"the request is not valid JSON: {exc}{hint}") from exc
-    request = _object(request, "the request")
+    request = _object(_parse_json(header, header_length), "the request")
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")

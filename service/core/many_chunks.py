@@ -10,17 +10,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.core.arrays import Floats
-from service.core.inputs import check_chunk
+from service.core.fairness import THREAD_OFFLOAD_STEPS
 from service.core.models import ServedModel
 from service.core.session_record import SessionRecord, chunk_digest
 from service.core.sessions import (
     MAX_WRITE_ATTEMPTS,
-    THREAD_OFFLOAD_STEPS,
     ChunkResult,
     SessionService,
     backoff_seconds,
 )
-from service.errors import ServiceError, SessionBusy, SessionNotFound
+from service.errors import OffsetConflict, ServiceError, SessionBusy, SessionNotFound
 from service.store.base import CasOutcome, CasWrite
 
 Outcome = ChunkResult | ServiceError
@@ -53,6 +52,7 @@ class _Step:
     item: int
     x: Floats
     digest: bytes
+    replay_from: Floats | None = None  # the state before the last chunk, when resent
 
 
 async def predict_many(
@@ -61,6 +61,13 @@ async def predict_many(
     """Each item's answer or error, in request order."""
     with sessions.counted():
         return await _ManyChunks(sessions, namespace).run(items)
+
+
+def _start_state(step: _Step) -> Floats:
+    if step.replay_from is not None:
+        return step.replay_from
+    assert step.session.record is not None
+    return step.session.record.state
 
 
 def _answered(outcomes: list[Outcome | None]) -> list[Outcome]:
@@ -141,20 +148,37 @@ class _ManyChunks:
             item = items[index]
             try:
                 model = self.sessions.model_for(record, session.session_id)
-                check_chunk(model, item.x, self.sessions.limits.max_chunk_steps)
+                self.sessions.check(model, item.x, self.sessions.limits.max_chunk_steps)
                 x = item.x
                 digest = chunk_digest(x)
-                if item.offset is not None and item.offset != record.steps:
-                    session.outcomes[index] = self.sessions.replay_or_conflict(
-                        record, session.session_id, item.offset, digest
-                    )
-                    continue
+                if record.ended or (item.offset is not None and item.offset != record.steps):
+                    before = self._replayable(record, session.session_id, item.offset, digest)
+                    session.model = model
+                    return _Step(session, index, x, digest, replay_from=before)
             except ServiceError as error:
                 session.outcomes[index] = error
                 continue
             session.model = model
             return _Step(session, index, x, digest)
         return None
+
+    @staticmethod
+    def _replayable(
+        record: SessionRecord, session_id: str, offset: int | None, digest: bytes
+    ) -> Floats:
+        """The state to recompute a resent last chunk from, or the single route's error."""
+        before = record.state_before_last
+        if (
+            offset is not None
+            and offset == record.last_offset
+            and before is not None
+            and digest == record.last_digest
+        ):
+            return before
+        if record.ended:
+            raise SessionNotFound(session_id)
+        assert offset is not None
+        raise OffsetConflict.for_session(offset, record.steps, session_id)
 
     async def _run(self, wave: list[_Step]) -> None:
         groups: dict[tuple[int, int], list[_Step]] = {}
@@ -165,10 +189,11 @@ class _ManyChunks:
             model = group[0].session.model
             assert model is not None
             x = np.stack([step.x for step in group])
-            states = np.stack([step.session.record.state for step in group])  # type: ignore[union-attr]
+            states = np.stack([_start_state(step) for step in group])
             started = time.perf_counter()
             if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
-                outputs, new_states = await asyncio.to_thread(model.runner.step_batch, x, states)
+                heavy = self.sessions.heavy
+                outputs, new_states = await heavy.run(self.namespace, model.runner, x, states)
             else:
                 outputs, new_states = model.runner.step_batch(x, states)
             seconds = time.perf_counter() - started
@@ -177,13 +202,18 @@ class _ManyChunks:
             for row, step in enumerate(group):
                 record = step.session.record
                 assert record is not None
+                if step.replay_from is not None:  # the first answer's bits, nothing written
+                    step.session.outcomes[step.item] = ChunkResult(
+                        record, record.last_offset, outputs[row], replayed=True
+                    )
+                    continue
                 step.session.record = record.advanced(
                     steps=record.steps + step.x.shape[0],
                     updated_ms=now,
                     state=new_states[row],
                     last_offset=record.steps,
                     last_digest=step.digest,
-                    last_outputs=outputs[row],
+                    state_before_last=record.state,
                 )
                 step.session.outcomes[step.item] = ChunkResult(
                     step.session.record, record.steps, outputs[row], replayed=False

@@ -11,7 +11,6 @@ import json
 from urllib.parse import quote
 
 from service.core.arrays import Floats
-from service.core.inputs import check_chunk
 from service.core.models import ServedModel
 from service.core.sessions import ChunkResult, SessionService
 from service.errors import (
@@ -60,14 +59,14 @@ class SequenceService:
         offset: int | None = None,
     ) -> ChunkResult:
         """Apply one chunk (batch 1) to the sequence; `start` first returns it to zero state,
-        `end` deletes it once the chunk is answered."""
+        `end` leaves it as a short-lived tombstone that answers only a retry of that chunk."""
         if x.ndim == 3 and x.shape[0] != 1:
             raise InvalidInput(
                 f"a request with a sequence_id carries one sequence: batch size must be 1, "
                 f"not {x.shape[0]}"
             )
         # Checked here too, so that a bad chunk with sequence_start resets nothing.
-        check_chunk(model, x, self.sessions.limits.max_chunk_steps)
+        self.sessions.check(model, x, self.sessions.limits.max_chunk_steps)
         session_id = sequence_session_id(model.name, sequence_id)
         name = f"sequence {describe(sequence_id)} of model '{model.name}'"
         try:
@@ -85,7 +84,7 @@ class SequenceService:
         if end:
             # Ended concurrently or expired: gone either way.
             with contextlib.suppress(SessionNotFound):
-                await self.sessions.delete(namespace, session_id)
+                await self.sessions.end(namespace, session_id)
         return result
 
     async def _start(self, namespace: str, model: ServedModel, session_id: str) -> None:

@@ -1,16 +1,26 @@
-"""A session as explicit bytes: a fixed little-endian header, then the state and the
-last chunk (kept so that a retried chunk gets its first answer again). Never pickle.
+"""A session as explicit bytes: a fixed little-endian header, then the state and what a
+replay of the last chunk needs (kept so that a retried chunk gets its first answer again).
+Never pickle.
 
-Layout (all little-endian):
-  magic "LSTS" | format u16 | reserved u16 | revision u64      <- CAS token (16 bytes)
+Layout, format 2 (all little-endian):
+  magic "LSTS" | format u16 | flags u16 | incarnation u64 | revision u64   <- CAS token (24 bytes)
   steps u64 | created_ms u64 | updated_ms u64 | ttl_seconds u32
   model name (u16 length + utf-8) | model version (u16 length + ascii)
   state (u32 count + float32 values, in the model's declared layer order)
-  last chunk: offset i64 (-1: none) | digest 16 bytes | ndim u8 | dims u32... | float32
+  last chunk: offset i64 (-1: none) | input digest 16 bytes |
+              state before it (float32 values, as many as the state; absent when offset is -1)
+
+`incarnation` is random per create and kept by every later write: a session deleted and
+created again under the same id starts at revision 0 again, and only the incarnation tells
+the two apart. Flag 1: the sequence has ended; the record is a short-lived tombstone that
+only answers a replay of its last chunk.
+
+Format 1 (until issue 15) had a 16-byte token without incarnation or flags, and kept the
+last chunk's outputs instead of the state before it (a 10,000-step chunk of an 8-output
+model made a 320 KB record); it is refused as `corrupt_state`, never misread.
 """
 
 import hashlib
-import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +31,13 @@ from service.core.arrays import Floats
 from service.errors import CorruptState
 
 MAGIC = b"LSTS"
-FORMAT_VERSION = 1
-_TOKEN = struct.Struct("<4sHHQ")
+FORMAT_VERSION = 2
+ENDED = 1
+_TOKEN = struct.Struct("<4sHHQQ")
 _FIXED = struct.Struct("<QQQI")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
-_LAST = struct.Struct("<q16sB")
+_LAST = struct.Struct("<q16s")
 TOKEN_BYTES = _TOKEN.size
 NO_DIGEST = bytes(16)
 
@@ -40,6 +51,7 @@ def chunk_digest(inputs: Floats) -> bytes:
 
 @dataclass(frozen=True)
 class SessionRecord:
+    incarnation: int
     revision: int
     steps: int
     created_ms: int
@@ -50,12 +62,15 @@ class SessionRecord:
     state: Floats
     last_offset: int = -1
     last_digest: bytes = NO_DIGEST
-    last_outputs: Floats | None = None
+    state_before_last: Floats | None = None
+    ended: bool = False
 
     @property
     def token(self) -> bytes:
-        """The prefix a compare-and-set checks: it changes on every write, reset included."""
-        return _TOKEN.pack(MAGIC, FORMAT_VERSION, 0, self.revision)
+        """The prefix a compare-and-set checks: it changes on every write, reset included,
+        and differs between incarnations of one session id."""
+        flags = ENDED if self.ended else 0
+        return _TOKEN.pack(MAGIC, FORMAT_VERSION, flags, self.incarnation, self.revision)
 
     def advanced(self, **changes: Any) -> "SessionRecord":
         # Not dataclasses.replace: this runs once per chunk and a direct call is 3x faster.
@@ -64,11 +79,6 @@ class SessionRecord:
     def encode(self) -> bytes:
         name = self.model.encode()
         version = self.model_version.encode()
-        outputs = (
-            np.zeros((0,), dtype="<f4")
-            if self.last_outputs is None
-            else np.ascontiguousarray(self.last_outputs, dtype="<f4")
-        )
         parts = [
             self.token,
             _FIXED.pack(self.steps, self.created_ms, self.updated_ms, self.ttl_seconds),
@@ -78,10 +88,12 @@ class SessionRecord:
             version,
             _U32.pack(self.state.size),
             np.ascontiguousarray(self.state, dtype="<f4").tobytes(),
-            _LAST.pack(self.last_offset, self.last_digest, outputs.ndim),
-            struct.pack(f"<{outputs.ndim}I", *outputs.shape),
-            outputs.tobytes(),
+            _LAST.pack(self.last_offset, self.last_digest),
         ]
+        if self.last_offset >= 0:
+            assert self.state_before_last is not None
+            assert self.state_before_last.size == self.state.size
+            parts.append(np.ascontiguousarray(self.state_before_last, dtype="<f4").tobytes())
         return b"".join(parts)
 
     @classmethod
@@ -93,11 +105,12 @@ class SessionRecord:
 
     @classmethod
     def _decode(cls, view: memoryview) -> "SessionRecord":
-        magic, version, _, revision = _TOKEN.unpack_from(view, 0)
+        magic, version = struct.unpack_from("<4sH", view, 0)
         if magic != MAGIC:
             raise ValueError("not a session record")
         if version != FORMAT_VERSION:
             raise ValueError(f"format version {version}, this build reads {FORMAT_VERSION}")
+        _, _, flags, incarnation, revision = _TOKEN.unpack_from(view, 0)
         pos = _TOKEN.size
         steps, created_ms, updated_ms, ttl_seconds = _FIXED.unpack_from(view, pos)
         pos += _FIXED.size
@@ -110,15 +123,16 @@ class SessionRecord:
         (n,) = _U32.unpack_from(view, pos)
         state = np.frombuffer(view, dtype="<f4", count=n, offset=pos + 4).astype(np.float32)
         pos += 4 + 4 * n
-        last_offset, last_digest, ndim = _LAST.unpack_from(view, pos)
+        last_offset, last_digest = _LAST.unpack_from(view, pos)
         pos += _LAST.size
-        shape = struct.unpack_from(f"<{ndim}I", view, pos)
-        pos += 4 * ndim
-        size = math.prod(shape) if ndim else 0
-        outputs = np.frombuffer(view, dtype="<f4", count=size, offset=pos).astype(np.float32)
-        if pos + 4 * size != len(view):
+        before = None
+        if last_offset >= 0:
+            before = np.frombuffer(view, dtype="<f4", count=n, offset=pos).astype(np.float32)
+            pos += 4 * n
+        if pos != len(view):
             raise ValueError("trailing bytes after the last chunk")
         return cls(
+            incarnation=incarnation,
             revision=revision,
             steps=steps,
             created_ms=created_ms,
@@ -129,5 +143,6 @@ class SessionRecord:
             state=state,
             last_offset=last_offset,
             last_digest=last_digest,
-            last_outputs=outputs.reshape(shape) if last_offset >= 0 else None,
+            state_before_last=before,
+            ended=bool(flags & ENDED),
         )

@@ -13,12 +13,13 @@ import numpy as np
 
 from service.core.arrays import Floats
 from service.core.batcher import MicroBatcher
+from service.core.fairness import THREAD_OFFLOAD_STEPS, HeavyWork, check_tensor_bytes
 from service.core.inputs import as_rows, check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ServedModel
 from service.core.recent_records import RecentRecords
 from service.core.repository import ModelRegistry
-from service.core.session_record import SessionRecord, chunk_digest
+from service.core.session_record import NO_DIGEST, SessionRecord, chunk_digest
 from service.errors import (
     InvalidInput,
     ModelVersionMismatch,
@@ -34,8 +35,6 @@ from service.settings import Settings
 from service.store.base import CasOutcome, SessionIndex, StateStore
 from service.telemetry import NULL_TELEMETRY, Telemetry
 
-# Chunks longer than this run in a worker thread so the event loop keeps serving.
-THREAD_OFFLOAD_STEPS = 32
 # Writers racing on one session retry after a random pause (`backoff_seconds`), this many times.
 MAX_WRITE_ATTEMPTS = 100
 BACKOFF_BASE_SECONDS = 0.002
@@ -43,6 +42,8 @@ BACKOFF_CAP_SECONDS = 0.2
 # Writers to one session in one process take turns (no wasted CAS rounds); past this
 # wait a writer goes ahead anyway and the CAS arbitrates, so a stuck store holds no queue.
 TURN_PATIENCE_SECONDS = 1.0
+# An ended V2 sequence stays this long as a tombstone that answers a retry of its last chunk.
+ENDED_SEQUENCE_SECONDS = 60
 
 T = TypeVar("T")
 
@@ -80,6 +81,9 @@ class SessionLimits:
     max_predict_steps: int = _setting("max_predict_steps")
     max_sessions_per_namespace: int = _setting("max_sessions_per_key")
     recent_records: int = _setting("recent_records")
+    max_heavy_per_namespace: int = _setting("max_heavy_per_key")
+    max_heavy_total: int = _setting("max_heavy_total")
+    max_tensor_bytes: int = _setting("max_tensor_bytes")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SessionLimits":
@@ -90,6 +94,9 @@ class SessionLimits:
             max_predict_steps=settings.max_predict_steps,
             max_sessions_per_namespace=settings.max_sessions_per_key,
             recent_records=settings.recent_records,
+            max_heavy_per_namespace=settings.max_heavy_per_key,
+            max_heavy_total=settings.max_heavy_total,
+            max_tensor_bytes=settings.max_tensor_bytes,
         )
 
 
@@ -107,11 +114,16 @@ async def run_model(
     model: ServedModel,
     x: Floats,
     state: Floats,
-    telemetry: Telemetry = NULL_TELEMETRY,
-    batcher: MicroBatcher | None = None,
+    telemetry: Telemetry,
+    batcher: MicroBatcher | None,
+    heavy: tuple[HeavyWork, str],
 ) -> tuple[Floats, Floats]:
     if x.shape[0] > THREAD_OFFLOAD_STEPS:
-        return await asyncio.to_thread(_timed_step, model, x, state, telemetry)
+        work, namespace = heavy
+        started = time.perf_counter()
+        outputs, states = await work.run(namespace, model.runner, x[None], state[None])
+        telemetry.model_ran(model.name, x.shape[0], time.perf_counter() - started)
+        return outputs[0], states[0]
     if batcher is not None:
         started = time.perf_counter()
         result = await batcher.step(model.runner, x, state)
@@ -120,18 +132,19 @@ async def run_model(
     return _timed_step(model, x, state, telemetry)
 
 
-async def run_batch(model: ServedModel, x: Floats, telemetry: Telemetry) -> Floats:
+async def run_batch(
+    model: ServedModel, x: Floats, telemetry: Telemetry, heavy: tuple[HeavyWork, str]
+) -> Floats:
     """Every row of the (B, T, F) batch from zero state."""
-    if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
-        return await asyncio.to_thread(_timed_batch, model, x, telemetry)
-    return _timed_batch(model, x, telemetry)
-
-
-def _timed_batch(model: ServedModel, x: Floats, telemetry: Telemetry) -> Floats:
+    timesteps = x.shape[0] * x.shape[1]
     started = time.perf_counter()
     states = np.tile(model.runner.initial_state(), (x.shape[0], 1))
-    outputs, _ = model.runner.step_batch(x, states)
-    telemetry.model_ran(model.name, x.shape[0] * x.shape[1], time.perf_counter() - started)
+    if timesteps > THREAD_OFFLOAD_STEPS:
+        work, namespace = heavy
+        outputs, _ = await work.run(namespace, model.runner, x, states)
+    else:
+        outputs, _ = model.runner.step_batch(x, states)
+    telemetry.model_ran(model.name, timesteps, time.perf_counter() - started)
     return outputs
 
 
@@ -167,6 +180,7 @@ class SessionService:
         self._in_flight = 0  # chunk and predict requests in progress in this process
         self._writers = KeyedLocks(TURN_PATIENCE_SECONDS)
         self.recent = RecentRecords(limits.recent_records)
+        self.heavy = HeavyWork(limits.max_heavy_per_namespace, limits.max_heavy_total)
 
     def now_ms(self) -> int:
         return self._clock()
@@ -182,22 +196,31 @@ class SessionService:
             redis = exc.message
         return Readiness(redis, len(self.models.all()))
 
-    async def predict_stateless(self, model: ServedModel, x: Floats) -> Floats:
+    def check(self, model: ServedModel, x: Floats, max_steps: int) -> None:
+        """`check_chunk`, and the memory its tensors would take."""
+        check_chunk(model, x, max_steps)
+        batch, steps = (1, x.shape[0]) if x.ndim == 2 else x.shape[:2]
+        check_tensor_bytes(model.runner, batch, steps, self.limits.max_tensor_bytes)
+
+    async def predict_stateless(self, namespace: str, model: ServedModel, x: Floats) -> Floats:
         """A (T, F) sequence or a (B, T, F) batch from zero state: row b equals a one-row
         call on `x[b]`, and every chunking of a session, bit for bit."""
         x = as_rows(model, x)
-        check_chunk(model, x, self.limits.max_predict_steps)
+        self.check(model, x, self.limits.max_predict_steps)
         with self.counted():
             if x.ndim == 2:
-                outputs, _ = await self._run(model, x, model.runner.initial_state())
+                outputs, _ = await self._run(namespace, model, x, model.runner.initial_state())
                 return outputs
-            return await run_batch(model, x, self.telemetry)
+            return await run_batch(model, x, self.telemetry, (self.heavy, namespace))
 
-    async def _run(self, model: ServedModel, x: Floats, state: Floats) -> tuple[Floats, Floats]:
+    async def _run(
+        self, namespace: str, model: ServedModel, x: Floats, state: Floats
+    ) -> tuple[Floats, Floats]:
         # A lone request has nobody to share a batch with: waiting a loop turn for
         # company only adds latency (measured: 1-session p50 2.2 ms alone, 5.2 ms batched).
         batcher = self.batcher if self._in_flight > 1 else None
-        return await run_model(model, x, state, self.telemetry, batcher)
+        heavy = (self.heavy, namespace)
+        return await run_model(model, x, state, self.telemetry, batcher, heavy)
 
     @contextlib.contextmanager
     def counted(self) -> Iterator[None]:
@@ -225,6 +248,7 @@ class SessionService:
         sid = session_id or secrets.token_urlsafe(18)
         now = self._clock()
         record = SessionRecord(
+            incarnation=secrets.randbits(64),
             revision=0,
             steps=0,
             created_ms=now,
@@ -291,34 +315,46 @@ class SessionService:
         async def advance(record: SessionRecord) -> tuple[SessionRecord | None, ChunkResult]:
             model = self.model_for(record, session_id)
             rows = as_rows(model, x)
-            check_chunk(model, rows, self.limits.max_chunk_steps)
-            digest = chunk_digest(rows)
-            if offset is not None and offset != record.steps:
-                return None, self.replay_or_conflict(record, session_id, offset, digest)
-            outputs, state = await self._run(model, rows, record.state)
+            self.check(model, rows, self.limits.max_chunk_steps)
+            if record.ended or (offset is not None and offset != record.steps):
+                return None, await self._replay(namespace, model, record, session_id, offset, rows)
+            outputs, state = await self._run(namespace, model, rows, record.state)
             updated = record.advanced(
                 steps=record.steps + rows.shape[0],
                 updated_ms=self._clock(),
                 state=state,
                 last_offset=record.steps,
-                last_digest=digest,
-                last_outputs=outputs,
+                last_digest=chunk_digest(rows),
+                state_before_last=record.state,
             )
             return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
 
         with self.counted():
             return await self._write(namespace, session_id, advance, known)
 
-    @staticmethod
-    def replay_or_conflict(
-        record: SessionRecord, session_id: str, offset: int, digest: bytes
+    async def _replay(
+        self,
+        namespace: str,
+        model: ServedModel,
+        record: SessionRecord,
+        session_id: str,
+        offset: int | None,
+        x: Floats,
     ) -> ChunkResult:
+        """The last chunk again: recomputed from the state before it (the runner is
+        deterministic, so the outputs are the first answer's bits); else a conflict."""
+        before = record.state_before_last
         if (
-            offset == record.last_offset
-            and digest == record.last_digest
-            and record.last_outputs is not None
+            offset is not None
+            and offset == record.last_offset
+            and before is not None
+            and chunk_digest(x) == record.last_digest
         ):
-            return ChunkResult(record, offset, record.last_outputs, replayed=True)
+            outputs, _ = await self._run(namespace, model, x, before)
+            return ChunkResult(record, offset, outputs, replayed=True)
+        if record.ended:
+            raise SessionNotFound(session_id)
+        assert offset is not None
         raise OffsetConflict.for_session(offset, record.steps, session_id)
 
     async def reset(
@@ -334,14 +370,28 @@ class SessionService:
                 model_version=model.version,
                 state=model.runner.initial_state(),
                 last_offset=-1,
-                last_digest=bytes(16),
-                last_outputs=None,
+                last_digest=NO_DIGEST,
+                state_before_last=None,
+                ended=False,
+                # An ended sequence started again lives as long as a new one.
+                ttl_seconds=self.limits.default_ttl_seconds if record.ended else record.ttl_seconds,
             )
             return updated, updated
 
         updated = await self._write(namespace, session_id, restart)
         self.telemetry.session_event("reset")
         return updated
+
+    async def end(self, namespace: str, session_id: str) -> None:
+        """End a sequence: its record becomes a short-lived tombstone that answers only a
+        retry of its last chunk, so the chunk that ended it can be resent."""
+
+        async def close(record: SessionRecord) -> tuple[SessionRecord | None, None]:
+            if record.ended:
+                return None, None
+            return record.advanced(ended=True, ttl_seconds=ENDED_SEQUENCE_SECONDS), None
+
+        await self._write(namespace, session_id, close)
 
     async def _write(
         self,
@@ -356,6 +406,7 @@ class SessionService:
         `known`; an answer without a write (a replay, a conflict) is only given from a
         record just read, never from a remembered one."""
         key = (namespace, session_id)
+        incarnation = None
         async with self._writers.turn(key):
             for attempt in range(MAX_WRITE_ATTEMPTS):
                 cached = self._remembered(key, known) if attempt == 0 else None
@@ -368,6 +419,11 @@ class SessionService:
                     self.recent.put(key, blob, record)
                 else:
                     blob, record = cached
+                if cached is None:  # a kept record may be stale: only a read names the session
+                    if incarnation is not None and record.incarnation != incarnation:
+                        # Deleted and created again meanwhile: this request was for the old one.
+                        raise SessionNotFound(session_id)
+                    incarnation = record.incarnation
                 try:
                     updated, answer = await update(record)
                 except ServiceError:

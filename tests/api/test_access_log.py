@@ -74,3 +74,26 @@ def test_access_log_can_be_turned_off(client, settings, access_lines):
     with app_with(client, settings, access_log=False) as other:
         assert other.get("/healthz").headers["x-request-id"]
     assert access_lines() == []
+
+
+# A hostile client's 60 KB name must not come back twice in the answer, nor fill the log.
+LONG_NAME = "m" * 60_000
+LONG_ID_ROUTES = [
+    ("POST", f"/v1/models/{LONG_NAME}/predict", {"inputs": [[0, 0]]}),
+    ("POST", f"/v1/models/{LONG_NAME}/sessions", {}),
+    ("GET", f"/v1/sessions/{LONG_NAME}", None),
+    ("GET", f"/v2/models/{LONG_NAME}", None),
+    ("GET", f"/v2/models/seed-lstm/versions/{LONG_NAME}", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"), LONG_ID_ROUTES, ids=[p[:30] for _, p, _ in LONG_ID_ROUTES]
+)
+def test_a_long_id_is_cut_short_in_the_error_and_the_log(client, access_lines, method, path, body):
+    response = client.request(method, path, json=body)
+    assert response.status_code in (404, 422), response.text
+    assert len(response.content) < 2_000, response.text[:200]
+    (line,) = access_lines()
+    assert len(json.dumps(line)) < 2_000
+    assert all(len(str(value)) <= 200 for value in line.values())

@@ -115,13 +115,39 @@ def test_redis_keys_hold_a_digest_of_the_api_key_never_the_key(secured, redis_se
     assert not any(key in name for name in everything for key in KEYS)
 
 
-def test_keys_file_with_comments(client, settings, tmp_path):
+def test_keys_file_with_comment_lines(client, settings, tmp_path):
     path = tmp_path / "keys"
-    path.write_text("# rotated 2026-11\nfile-key-1  # team a\n\n  file-key-2\n")
+    path.write_text("# rotated 2026-11\nfile-key-1\n\n  file-key-2\n  # team b\n")
     with app_with(client, settings, api_keys_file=path) as test_client:
         for key in ("file-key-1", "file-key-2"):
             assert test_client.get("/v1/models", headers=bearer(key)).status_code == 200
         assert_unauthorized_v1(test_client.get("/v1/models", headers=bearer("# rotated 2026-11")))
+
+
+# A key is sent as a bearer token (RFC 6750's token68). A '#' or ',' inside one used to cut
+# it silently into another key (the file's comment sign, the variable's separator).
+@pytest.mark.parametrize(
+    ("line", "where"),
+    [
+        ("file-key-1#team-a", "line 2"),
+        ("file-key-1  # team a", "line 2"),
+        ("file key", "line 2"),
+        ("key,with-comma", "line 2"),
+    ],
+    ids=["hash inside", "trailing comment", "space inside", "comma inside"],
+)
+def test_a_keys_file_line_that_is_not_one_key_refuses_to_start(settings, tmp_path, line, where):
+    path = tmp_path / "keys"
+    path.write_text(f"# keys\n{line}\n")
+    with pytest.raises(ValueError, match=f"{where} of {path}") as refused:
+        create_app(configured(settings, api_keys_file=path))
+    assert "file-key-1" not in str(refused.value), "the message must not reveal the key"
+
+
+@pytest.mark.parametrize("keys", ["good-key-1,bad key", "good-key-1,bad#key", "good-key-1,a;b"])
+def test_a_keys_variable_entry_that_is_not_one_key_refuses_to_start(settings, keys):
+    with pytest.raises(ValueError, match="entry 2 of LSTM_API_KEYS"):
+        create_app(configured(settings, api_keys=keys))
 
 
 def test_a_key_setting_that_names_no_key_refuses_to_start(settings, tmp_path):

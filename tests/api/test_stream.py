@@ -128,8 +128,8 @@ class _With:
     def __init__(self, client, headers):
         self.client, self.headers = client, headers
 
-    def post(self, path, **kwargs):
-        return self.client.post(path, headers=self.headers, **kwargs)
+    def post(self, path, headers=None, **kwargs):
+        return self.client.post(path, headers={**self.headers, **(headers or {})}, **kwargs)
 
 
 def test_a_socket_never_answers_from_a_stale_view_of_its_session(client):

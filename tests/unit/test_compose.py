@@ -88,6 +88,16 @@ def test_redis_keeps_an_append_only_file_on_a_named_volume(compose):
     assert redis["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
 
 
+def test_redis_memory_is_bounded_and_never_evicts_a_session(compose):
+    # Eviction would drop live sessions silently; noeviction refuses writes instead (503,
+    # nothing lost: tests/integration/test_redis_failures.py).
+    command = compose["services"]["redis"]["command"]
+    args = command if isinstance(command, list) else shlex.split(command)
+    flags = dict(zip(args[1::2], args[2::2], strict=False))
+    assert with_defaults(flags["--maxmemory"]) == "1gb"
+    assert flags["--maxmemory-policy"] == "noeviction"
+
+
 def test_api_replicas_wait_for_redis_and_report_readiness(compose, api_services):
     assert len(api_services) >= 2
     for name, api in api_services.items():
@@ -105,14 +115,31 @@ def test_api_environment_names_only_real_settings(api_services):
         assert not unknown, f"{name}: not settings (typo?): {unknown}"
 
 
+def with_defaults(value: str) -> str:
+    """`value` as compose interpolates it with no variable set: `${NAME:-default}` -> default."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value)
+
+
 def test_load_balancer_publishes_8000_after_every_replica_is_healthy(compose, api_services):
     lb = compose["services"]["lb"]
-    assert lb["ports"] == [f"{API_PORT}:{API_PORT}", f"{GRPC_PORT}:{GRPC_PORT}"]
+    assert [with_defaults(port).split(":", 1)[1] for port in lb["ports"]] == [
+        f"{API_PORT}:{API_PORT}",
+        f"{GRPC_PORT}:{GRPC_PORT}",
+    ]
     assert {name: dep["condition"] for name, dep in lb["depends_on"].items()} == {
         name: "service_healthy" for name in api_services
     }
     mounts = [volume.split(":") for volume in lb["volumes"]]
     assert ["./docker/nginx.conf", "/etc/nginx/nginx.conf", "ro"] in mounts
+
+
+def test_by_default_only_this_machine_reaches_the_service(compose, api_services):
+    # API keys are off unless LSTM_API_KEYS is set: an open service must not face the network.
+    assert all(
+        api["environment"]["LSTM_API_KEYS"] == "${LSTM_API_KEYS:-}" for api in api_services.values()
+    )
+    published = [with_defaults(port) for port in compose["services"]["lb"]["ports"]]
+    assert published == ["127.0.0.1:8000:8000", "127.0.0.1:8001:8001"]
 
 
 def test_nginx_upstreams_are_the_compose_api_services(api_services):

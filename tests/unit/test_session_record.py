@@ -7,6 +7,7 @@ from service.errors import CorruptState
 
 def record(**changes) -> SessionRecord:
     base = SessionRecord(
+        incarnation=0xDEADBEEF01,
         revision=3,
         steps=17,
         created_ms=1_700_000_000_000,
@@ -17,7 +18,7 @@ def record(**changes) -> SessionRecord:
         state=np.arange(256, dtype=np.float32) / 7,
         last_offset=12,
         last_digest=bytes(range(16)),
-        last_outputs=np.linspace(-1, 1, 40, dtype=np.float32).reshape(5, 8),
+        state_before_last=np.linspace(-1, 1, 256, dtype=np.float32),
     )
     return SessionRecord(**{**base.__dict__, **changes})
 
@@ -28,10 +29,11 @@ def test_round_trip_keeps_every_field_and_every_bit():
     assert decoded.revision == 3 and decoded.steps == 17 and decoded.ttl_seconds == 3600
     assert (decoded.model, decoded.model_version) == ("sensor-lstm", "9bfb46ea3c6aa186")
     assert decoded.state.tobytes() == original.state.tobytes()
-    assert decoded.last_outputs is not None and original.last_outputs is not None
-    assert decoded.last_outputs.tobytes() == original.last_outputs.tobytes()
-    assert decoded.last_outputs.shape == (5, 8)
+    assert decoded.state_before_last is not None and original.state_before_last is not None
+    assert decoded.state_before_last.tobytes() == original.state_before_last.tobytes()
     assert (decoded.last_offset, decoded.last_digest) == (12, bytes(range(16)))
+    assert (decoded.incarnation, decoded.ended) == (0xDEADBEEF01, False)
+    assert SessionRecord.decode(record(ended=True).encode()).ended
 
 
 def test_state_is_plain_little_endian_float32_after_the_header():
@@ -41,12 +43,18 @@ def test_state_is_plain_little_endian_float32_after_the_header():
     assert expected in blob
 
 
-def test_last_step_outputs_and_no_last_chunk_round_trip():
-    vector = record(last_outputs=np.array([1.5, -2.25], dtype=np.float32))
-    decoded = SessionRecord.decode(vector.encode()).last_outputs
-    assert decoded is not None and decoded.shape == (2,)
-    fresh = SessionRecord.decode(record(last_offset=-1, last_outputs=None).encode())
-    assert fresh.last_outputs is None and fresh.last_offset == -1
+def test_no_last_chunk_round_trips_without_a_state_before_it():
+    fresh = record(last_offset=-1, state_before_last=None)
+    decoded = SessionRecord.decode(fresh.encode())
+    assert decoded.state_before_last is None and decoded.last_offset == -1
+    assert len(fresh.encode()) == len(record().encode()) - 256 * 4
+
+
+def test_a_record_is_its_header_and_twice_its_state_whatever_the_chunk_length():
+    # The replay of the last chunk keeps the state before it, not its outputs: format 1
+    # kept outputs, and a 10,000-step chunk made a 320 KB record.
+    header = 24 + 28 + 2 + len("sensor-lstm") + 2 + 16 + 4 + 24
+    assert len(record().encode()) == header + 2 * 256 * 4
 
 
 def test_token_changes_with_every_write_including_a_reset_to_the_same_steps():
@@ -55,6 +63,26 @@ def test_token_changes_with_every_write_including_a_reset_to_the_same_steps():
     assert reset.token != first.token
     assert len(first.token) == TOKEN_BYTES
     assert first.encode()[:TOKEN_BYTES] == first.token
+
+
+def test_two_incarnations_at_the_same_revision_have_different_tokens():
+    # A session deleted and created again starts at revision 0 again, like the first one.
+    assert record(revision=0).token != record(revision=0, incarnation=7).token
+
+
+def format_1_record() -> bytes:
+    """A record as format 1 wrote it: 16-byte token, then the last chunk's outputs."""
+    state = np.zeros(4, "<f4").tobytes()
+    return (
+        b"LSTS" + (1).to_bytes(2, "little") + bytes(2) + (5).to_bytes(8, "little")
+        + bytes(28) + b"\x01\x00m\x01\x00v" + (4).to_bytes(4, "little") + state
+        + (0).to_bytes(8, "little") + bytes(16) + b"\x01" + (1).to_bytes(4, "little") + bytes(4)
+    )  # fmt: skip
+
+
+def test_a_format_1_record_is_refused_by_name():
+    with pytest.raises(CorruptState, match="format version 1"):
+        SessionRecord.decode(format_1_record())
 
 
 @pytest.mark.parametrize(

@@ -82,7 +82,7 @@ class InferenceService:
         spec = output_spec(model)
         call = decode_infer(request, input_spec(model), spec)
         if call.sequence_id is None:
-            outputs = await self.sessions.predict_stateless(model, call.inputs)
+            outputs = await self.sessions.predict_stateless(namespace, model, call.inputs)
             return encode_infer(model, call.id, spec, outputs)
         result = await self.sequences.infer(
             namespace,

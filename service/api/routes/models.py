@@ -80,12 +80,14 @@ async def predict(
     model: ModelName,
     request: Request,
     sessions: Sessions,
+    namespace: Namespace,
     version: Annotated[
         int | None, Query(gt=0, description="Version number; omitted: latest")
     ] = None,
 ) -> Response:
     served = sessions.model(model, version)
-    outputs = await sessions.predict_stateless(served, await read_sequence(request))
+    x = await read_sequence(request)
+    outputs = await sessions.predict_stateless(namespace, served, x)
     if wants_binary(request):
         return binary_answer(outputs, {"model-version": served.version})
     return json_answer(

@@ -132,7 +132,7 @@ async def infer(
     if call.id is not None:
         header["id"] = call.id
     if call.sequence_id is None:
-        outputs = await sequences.sessions.predict_stateless(model, call.inputs)
+        outputs = await sequences.sessions.predict_stateless(namespace, model, call.inputs)
     else:
         result = await sequences.infer(
             namespace,

@@ -1,0 +1,143 @@
+"""Another key's short chunks while one key floods the service with long work.
+
+    python -m bench.fairness [--flooders 6] [--steps 100000] [--samples 300]
+
+Starts Redis and one `lstm-serve` with two API keys. Key B streams 1-step (and 40-step)
+sensor-lstm chunks one after another: first alone (idle), then while key A keeps
+`--flooders` stateless predicts of `--steps` timesteps in flight (a 429 is counted and the
+flooder tries again after its Retry-After). Prints p50/p99 of B's chunks in both phases and
+their ratio, A's answers by status, and the worker's peak RSS. Extra `LSTM_*` settings are
+taken from the environment (e.g. `LSTM_MAX_HEAVY_PER_KEY=6` to see the service without
+its per-key bound).
+"""
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from bench.systems import Server, service
+from service.store.embedded import EmbeddedRedis
+
+KEY_A, KEY_B = "flooding-key-a", "patient-key-b"
+MODEL, FEATURES = "sensor-lstm", 16
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ms = np.array(samples) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+async def short_chunks(client: httpx.AsyncClient, steps: int, count: int) -> list[float]:
+    created = await client.post(f"/v1/models/{MODEL}/sessions", headers=bearer(KEY_B))
+    session_id = created.json()["session_id"]
+    body = json.dumps({"inputs": np.full((steps, FEATURES), 0.1).tolist()})
+    headers = {**bearer(KEY_B), "content-type": "application/json"}
+    took = []
+    for _ in range(count):
+        began = time.perf_counter()
+        answer = await client.post(
+            f"/v1/sessions/{session_id}/predict", content=body, headers=headers
+        )
+        took.append(time.perf_counter() - began)
+        if answer.status_code != 200:
+            raise RuntimeError(f"a short chunk got {answer.status_code}: {answer.text[:200]}")
+    return took
+
+
+def v2_binary(steps: int) -> tuple[bytes, dict[str, str]]:
+    """A V2 request with binary tensor data: no JSON to parse, only timesteps to run."""
+    tensor = {
+        "name": "inputs",
+        "datatype": "FP32",
+        "shape": [1, steps, FEATURES],
+        "parameters": {"binary_data_size": steps * FEATURES * 4},
+    }
+    header = json.dumps({"inputs": [tensor]}).encode()
+    raw = np.full((steps, FEATURES), 0.1, np.float32).tobytes()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header))}
+
+
+async def flood(
+    client: httpx.AsyncClient,
+    steps: int,
+    statuses: Counter[int],
+    stop: asyncio.Event,
+    binary: bool,
+) -> None:
+    if binary:
+        body, extra = v2_binary(steps)
+        path = f"/v2/models/{MODEL}/infer"
+    else:
+        body = json.dumps({"inputs": np.full((steps, FEATURES), 0.1).tolist()}).encode()
+        extra, path = {}, f"/v1/models/{MODEL}/predict"
+    headers = {**bearer(KEY_A), "content-type": "application/json", **extra}
+    while not stop.is_set():
+        answer = await client.post(path, content=body, headers=headers)
+        statuses[answer.status_code] += 1
+        if answer.status_code == 429:
+            await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
+
+
+async def measure(
+    url: str, flooders: int, steps: int, samples: int, binary: bool
+) -> dict[str, object]:
+    limits = httpx.Limits(max_connections=None)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        await short_chunks(client, 1, 20)  # warm up
+        idle = {n: percentiles(await short_chunks(client, n, samples)) for n in (1, 40)}
+        statuses: Counter[int] = Counter()
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(flood(client, steps, statuses, stop, binary))
+            for _ in range(flooders)
+        ]
+        await asyncio.sleep(3)  # the flood under way
+        loaded = {n: percentiles(await short_chunks(client, n, samples)) for n in (1, 40)}
+        stop.set()
+        await asyncio.gather(*tasks)
+    return {
+        "idle": idle,
+        "flood": loaded,
+        "p99_ratio_1_step": loaded[1]["p99_ms"] / idle[1]["p99_ms"],
+        "flood_statuses": dict(statuses),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--flooders", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=100_000)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--log", type=Path, help="keep the server's log here")
+    parser.add_argument(
+        "--binary-v2", action="store_true", help="flood with V2 binary tensors, not JSON"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        redis = EmbeddedRedis(Path(tmp) / "redis").start()
+        system = service(micro_batch=True)
+        system.env["LSTM_API_KEYS"] = f"{KEY_A},{KEY_B}"
+        try:
+            with Server(system, redis.url, 1, args.log or Path(tmp) / "server.log") as server:
+                result = asyncio.run(
+                    measure(server.url, args.flooders, args.steps, args.samples, args.binary_v2)
+                )
+                result["memory"] = server.memory_mb()
+        finally:
+            redis.stop()
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Deadlines on reading a request, which uvicorn does not have: without them a client that
+sends half a request's headers or body holds its connection (and the app's wait) forever."""
+
+import asyncio
+import functools
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from service.settings import Settings
+
+
+@functools.cache
+def read_timeouts() -> tuple[float, float]:
+    """(headers, body) seconds; read once per worker process, from the same environment."""
+    settings = Settings()
+    return settings.header_timeout_seconds, settings.body_timeout_seconds
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, closing a connection whose client takes longer than
+    `header_timeout_seconds` to send a request's headers (counted from connecting or from
+    the request's first byte) or pauses longer than `body_timeout_seconds` within its body."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout, self.body_timeout = read_timeouts()
+        self._read_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()  # a pipelined request may have started
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _watch(self) -> None:
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            self._arm(self.body_timeout)  # a pause, not the whole body: re-armed per read
+        elif state is h11.IDLE and self.conn.trailing_data[0]:
+            if self._read_timer is None:
+                self._arm(self.header_timeout)  # the whole header, from its first byte
+        else:
+            self._disarm()  # read in full (or failed): the keep-alive timeout takes over
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._read_timer = self.loop.call_later(seconds, self._expired, seconds)
+
+    def _disarm(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
+    def _expired(self, seconds: float) -> None:
+        self._read_timer = None
+        if self.flow.read_paused:
+            # The app has not taken what was already sent: the client is not the one waiting.
+            self._arm(seconds)
+            return
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -1,0 +1,88 @@
+"""Fair shares between API keys: a bound on concurrent heavy work, per key and in total,
+and on the memory one request's tensors may take."""
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from service.core.arrays import Floats
+from service.core.runner import StreamingRunner
+from service.errors import RateLimited, TensorsTooLarge
+
+# Work of more timesteps than this (batch x steps) runs in a worker thread: it is "heavy".
+THREAD_OFFLOAD_STEPS = 32
+# Heavy work yields to other requests' heavy work between slices of this many timesteps.
+SLICE_STEPS = 256
+
+
+class HeavyWork:
+    """Runs heavy work (more than `THREAD_OFFLOAD_STEPS` timesteps) off the event loop, fairly.
+
+    Requests in flight are counted per key; one past `per_key` for its key, or past `total`,
+    is refused at once with 429 `rate_limited` rather than queued. Each thread running
+    long work takes a core (and the interpreter lock between kernel calls) from the event
+    loop that serves every short chunk: heavy work runs in one thread, in slices of
+    `slice_steps` timesteps taken in arrival order, so a 40-step chunk waits for one slice
+    of a 100,000-step predict, not for all of it. A sequence cut at any step gives the same
+    bits (the runner is chunk-invariant)."""
+
+    def __init__(self, per_key: int, total: int, slice_steps: int = SLICE_STEPS) -> None:
+        self.per_key = per_key
+        self.total = total
+        self.slice_steps = slice_steps
+        self._by_key: Counter[str] = Counter()
+        self._running = 0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="lstm-heavy")
+
+    async def run(
+        self, namespace: str, runner: StreamingRunner, x: Floats, states: Floats
+    ) -> tuple[Floats, Floats]:
+        """`runner.step_batch(x, states)`, x: (B, T, F), computed slice by slice."""
+        with self._admitted(namespace):
+            loop = asyncio.get_running_loop()
+            pieces = []
+            width = max(1, self.slice_steps // x.shape[0])  # timesteps of all rows per slice
+            for start in range(0, x.shape[1], width):
+                piece = x[:, start : start + width]
+                outputs, states = await loop.run_in_executor(
+                    self._thread, runner.step_batch, piece, states
+                )
+                pieces.append(outputs)
+        if not runner.per_step:
+            return pieces[-1], states
+        return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)), states
+
+    @contextlib.contextmanager
+    def _admitted(self, namespace: str) -> Iterator[None]:
+        if self._by_key[namespace] >= self.per_key:
+            raise RateLimited.heavy_work(self.per_key, THREAD_OFFLOAD_STEPS)
+        if self._running >= self.total:
+            raise RateLimited.heavy_work(self.total, THREAD_OFFLOAD_STEPS, whole_server=True)
+        self._by_key[namespace] += 1
+        self._running += 1
+        try:
+            yield
+        finally:
+            self._running -= 1
+            self._by_key[namespace] -= 1
+            if not self._by_key[namespace]:
+                del self._by_key[namespace]
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+
+def tensor_bytes(runner: StreamingRunner, batch: int, steps: int) -> int:
+    """What a request's tensors take as float32: inputs, outputs, and a state per sequence."""
+    per_step = runner.input_features + runner.output_features
+    return 4 * batch * (steps * per_step + runner.state_size)
+
+
+def check_tensor_bytes(runner: StreamingRunner, batch: int, steps: int, limit: int) -> None:
+    needed = tensor_bytes(runner, batch, steps)
+    if needed > limit:
+        raise TensorsTooLarge(batch, steps, needed, limit)

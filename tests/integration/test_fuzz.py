@@ -13,6 +13,7 @@ import math
 
 import httpx
 import pytest
+import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
@@ -82,7 +83,19 @@ def seed_lstm_rows(body):
     return {**body, "inputs": rows}
 
 
-def test_linked_calls_answer_as_documented(live):
+@pytest.fixture
+def fresh_live(redis_server, tmp_path):
+    """A service of its own on a Redis database of its own: Hypothesis replays examples and
+    must find the sessions an example creates exactly as the first run did, which sessions
+    left by the other fuzz test (same ids, now 409) would change ("flaky" generation)."""
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    redis.Redis.from_url(url).flushdb()
+    with ServiceProcess(url, DEMO_DIR, log_path=tmp_path / "service.log") as service:
+        yield service
+
+
+def test_linked_calls_answer_as_documented(fresh_live):
+    live = fresh_live
     # Its own schema object: the body hook applies to these linked calls only.
     linked = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
 

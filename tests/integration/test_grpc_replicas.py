@@ -115,10 +115,12 @@ def test_a_stream_cut_by_a_killed_replica_resumes_on_another_by_offset(replicas)
 
     resume = len(outputs)  # the first chunk without an answer, sent again with its offset
     with grpcclient.InferenceServerClient(b.grpc_address) as on_b:
-        on_b.start_stream(callback=lambda result, error: answers.put((result, error)))
+        # A queue of its own: the cut stream may still report its end into the first one.
+        answers_b: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        on_b.start_stream(callback=lambda result, error: answers_b.put((result, error)))
         for index in range(resume, len(plan)):
             on_b.async_stream_infer(MODEL, **request(index))
-            result, error = answers.get(timeout=30)
+            result, error = answers_b.get(timeout=30)
             assert error is None, error
             parameters = result.get_response().parameters
             assert parameters["sequence_offset"].int64_param == plan[index][0]

@@ -157,6 +157,10 @@ def _timed_step(
     return result
 
 
+class _ReadAgain(Exception):
+    """The record this process kept cannot decide the answer: read the stored one."""
+
+
 class SessionService:
     """The one data plane every transport (native HTTP, V2) calls into."""
 
@@ -312,11 +316,15 @@ class SessionService:
         stored (a stream's previous answer), tried first instead of reading it; the
         compare-and-set catches a stale one."""
 
-        async def advance(record: SessionRecord) -> tuple[SessionRecord | None, ChunkResult]:
+        async def advance(
+            record: SessionRecord, fresh: bool
+        ) -> tuple[SessionRecord | None, ChunkResult]:
             model = self.model_for(record, session_id)
             rows = as_rows(model, x)
             self.check(model, rows, self.limits.max_chunk_steps)
             if record.ended or (offset is not None and offset != record.steps):
+                if not fresh:  # a replay or a conflict is decided on a record just read
+                    raise _ReadAgain
                 return None, await self._replay(namespace, model, record, session_id, offset, rows)
             outputs, state = await self._run(namespace, model, rows, record.state)
             updated = record.advanced(
@@ -362,7 +370,9 @@ class SessionService:
     ) -> SessionRecord:
         """Back to zero state and step 0, on the latest version or the one asked for."""
 
-        async def restart(record: SessionRecord) -> tuple[SessionRecord, SessionRecord]:
+        async def restart(
+            record: SessionRecord, fresh: bool
+        ) -> tuple[SessionRecord, SessionRecord]:
             model = self.models.get(record.model, version)
             updated = record.advanced(
                 steps=0,
@@ -386,7 +396,7 @@ class SessionService:
         """End a sequence: its record becomes a short-lived tombstone that answers only a
         retry of its last chunk, so the chunk that ended it can be resent."""
 
-        async def close(record: SessionRecord) -> tuple[SessionRecord | None, None]:
+        async def close(record: SessionRecord, fresh: bool) -> tuple[SessionRecord | None, None]:
             if record.ended:
                 return None, None
             return record.advanced(ended=True, ttl_seconds=ENDED_SEQUENCE_SECONDS), None
@@ -397,7 +407,7 @@ class SessionService:
         self,
         namespace: str,
         session_id: str,
-        update: Callable[[SessionRecord], Awaitable[tuple[SessionRecord | None, T]]],
+        update: Callable[[SessionRecord, bool], Awaitable[tuple[SessionRecord | None, T]]],
         known: SessionRecord | None = None,
     ) -> T:
         """The one compare-and-set loop: read the record, let `update` compute the next one
@@ -425,8 +435,8 @@ class SessionService:
                         raise SessionNotFound(session_id)
                     incarnation = record.incarnation
                 try:
-                    updated, answer = await update(record)
-                except ServiceError:
+                    updated, answer = await update(record, cached is None)
+                except (ServiceError, _ReadAgain):
                     if cached is None:
                         raise
                     self.recent.forget(key)  # decided on a record that may be stale
@@ -442,7 +452,7 @@ class SessionService:
                 # kept record that anyone replaced since cannot be written over.
                 try:
                     outcome = await self.store.compare_and_set(
-                        namespace, session_id, blob, value, record.ttl_seconds * 1000
+                        namespace, session_id, blob, value, updated.ttl_seconds * 1000
                     )
                 except StoreUnavailable:
                     self.recent.forget(key)  # the write may land later: read next time

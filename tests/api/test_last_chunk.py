@@ -10,6 +10,8 @@ import uuid
 import numpy as np
 import redis
 
+from service.core.sequences import sequence_session_id
+from service.core.sessions import ENDED_SEQUENCE_SECONDS
 from service.store.keys import session_key
 from tests.api.test_v2 import infer, json_outputs, json_request
 from tests.streaming import new_session, predict, send_chunk
@@ -59,3 +61,16 @@ def test_the_chunk_that_ends_a_sequence_can_be_retried(client):
     # And it can be started again, from zero state.
     restarted = sequence_chunk(client, x, sequence_id, 0, sequence_start=True)
     assert json_outputs(restarted)[0].tobytes() == predict(client, "seed-lstm", x).tobytes()
+
+
+def test_an_ended_sequence_lives_only_as_long_as_its_tombstone(client, redis_server):
+    # The tombstone answers one retry for ENDED_SEQUENCE_SECONDS, then Redis drops it: it
+    # must not keep the session's own (default: a day) time to live.
+    x = np.random.default_rng(33).normal(size=(3, 2)).astype(np.float32)
+    sequence_id = f"ttl-{uuid.uuid4().hex}"
+    sequence_chunk(client, x[:2], sequence_id, 0, sequence_start=True)
+    store = redis.Redis.from_url(redis_server.url)
+    key = session_key(DEFAULT_NAMESPACE, sequence_session_id("seed-lstm", sequence_id))
+    assert store.pttl(key) > 3_600_000
+    sequence_chunk(client, x[2:], sequence_id, 2, sequence_end=True)
+    assert 0 < store.pttl(key) <= ENDED_SEQUENCE_SECONDS * 1000

@@ -38,7 +38,6 @@ class _Session:
 
     session_id: str
     items: list[int]
-    blob: bytes = b""  # as read: the whole value its compare-and-set expects
     base: SessionRecord | None = None
     record: SessionRecord | None = None
     model: ServedModel | None = None
@@ -121,7 +120,6 @@ class _ManyChunks:
             session.outcomes = dict.fromkeys(session.items, missing)
             session.next_item = len(session.items)
             return
-        session.blob = blob
         try:
             session.base = session.record = SessionRecord.decode(blob)
         except ServiceError as error:
@@ -230,7 +228,8 @@ class _ManyChunks:
             assert session.record is not None
             value = session.record.encode()
             ttl_ms = session.record.ttl_seconds * 1000
-            writes.append(CasWrite(session.session_id, session.blob, value, ttl_ms))
+            assert session.base is not None  # as read: its token is what the write expects
+            writes.append(CasWrite(session.session_id, session.base.token, value, ttl_ms))
         recent = self.sessions.recent
         try:
             outcomes = await self.store.compare_and_set_many(self.namespace, writes)
@@ -239,11 +238,11 @@ class _ManyChunks:
                 recent.forget((self.namespace, session.session_id))
             raise
         retry = []
-        for session, write, outcome in zip(changed, writes, outcomes, strict=True):
+        for session, outcome in zip(changed, outcomes, strict=True):
             key = (self.namespace, session.session_id)
             if outcome is CasOutcome.APPLIED:
                 assert session.record is not None
-                recent.put(key, write.value, session.record)  # the single route's next read
+                recent.put(key, session.record)  # the single route's next read
                 continue
             recent.forget(key)
             if outcome is CasOutcome.CONFLICT:

@@ -1,10 +1,11 @@
-"""The last record this process wrote or read for each recent session, as stored.
+"""The last record this process wrote or read for each recent session.
 
 A chunk may start from it instead of reading the store, because the write that follows
-is a compare-and-set against this whole value: if any other writer (another replica, a
-reset, a delete and re-create) changed the session since, the write is refused and the
-chunk is done again from a fresh read. So the answers are those of always reading; only
-the round trip is saved, whenever the same process serves a session's next chunk.
+is a compare-and-set against its token (revision and incarnation): if any other writer
+(another replica, a reset, a delete and re-create) changed the session since, the write
+is refused and the chunk is done again from a fresh read. So the answers are those of
+always reading; only the round trip is saved, whenever the same process serves a
+session's next chunk.
 """
 
 from collections import OrderedDict
@@ -15,22 +16,22 @@ Key = tuple[str, str]  # namespace, session id
 
 
 class RecentRecords:
-    """A bounded LRU map from (namespace, session id) to (stored bytes, decoded record)."""
+    """A bounded LRU map from (namespace, session id) to its decoded record."""
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[Key, tuple[bytes, SessionRecord]] = OrderedDict()
+        self._entries: OrderedDict[Key, SessionRecord] = OrderedDict()
 
-    def get(self, key: Key) -> tuple[bytes, SessionRecord] | None:
+    def get(self, key: Key) -> SessionRecord | None:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: Key, blob: bytes, record: SessionRecord) -> None:
+    def put(self, key: Key, record: SessionRecord) -> None:
         if self.max_entries <= 0:
             return
-        self._entries[key] = (blob, record)
+        self._entries[key] = record
         self._entries.move_to_end(key)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)

@@ -262,10 +262,9 @@ class SessionService:
             model_version=model.version,
             state=model.runner.initial_state(),
         )
-        blob = record.encode()
-        if not await self.store.create(namespace, sid, blob, ttl * 1000):
+        if not await self.store.create(namespace, sid, record.encode(), ttl * 1000):
             raise SessionExists(sid)
-        self.recent.put((namespace, sid), blob, record)
+        self.recent.put((namespace, sid), record)
         await self._admit(namespace, sid, now + ttl * 1000)
         self.telemetry.session_event("created")
         return sid, record
@@ -426,9 +425,9 @@ class SessionService:
                         self.recent.forget(key)
                         raise SessionNotFound(session_id)
                     record = SessionRecord.decode(blob)
-                    self.recent.put(key, blob, record)
+                    self.recent.put(key, record)
                 else:
-                    blob, record = cached
+                    record = cached
                 if cached is None:  # a kept record may be stale: only a read names the session
                     if incarnation is not None and record.incarnation != incarnation:
                         # Deleted and created again meanwhile: this request was for the old one.
@@ -446,19 +445,19 @@ class SessionService:
                         return answer
                     self.recent.forget(key)
                     continue
-                value = updated.encode()
-                # The whole stored value as the expected prefix: a record never extends
-                # another (decoding refuses trailing bytes), so this is equality, and a
-                # kept record that anyone replaced since cannot be written over.
                 try:
                     outcome = await self.store.compare_and_set(
-                        namespace, session_id, blob, value, updated.ttl_seconds * 1000
+                        namespace,
+                        session_id,
+                        record.token,
+                        updated.encode(),
+                        updated.ttl_seconds * 1000,
                     )
                 except StoreUnavailable:
                     self.recent.forget(key)  # the write may land later: read next time
                     raise
                 if outcome is CasOutcome.APPLIED:
-                    self.recent.put(key, value, updated)
+                    self.recent.put(key, updated)
                     return answer
                 self.recent.forget(key)
                 if outcome is CasOutcome.MISSING:
@@ -469,12 +468,8 @@ class SessionService:
 
     def _remembered(
         self, key: tuple[str, str], known: SessionRecord | None
-    ) -> tuple[bytes, SessionRecord] | None:
-        cached = self.recent.get(key)
-        if cached is None and known is not None:
-            # Encoding is deterministic: a record read or written encodes to what is stored.
-            cached = (known.encode(), known)
-        return cached
+    ) -> SessionRecord | None:
+        return self.recent.get(key) or known
 
     async def delete(self, namespace: str, session_id: str) -> None:
         self.recent.forget((namespace, session_id))

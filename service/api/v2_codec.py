@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from service.core.arrays import Floats
-from service.core.sequences import SequenceId
+from service.core.sequences import InferRequest, SequenceId
 from service.errors import InvalidInput, PayloadTooLarge
 
 FP32 = "FP32"
@@ -34,17 +34,6 @@ class TensorSpec:
 
     def metadata(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": FP32, "shape": self.shape}
-
-
-@dataclass(frozen=True)
-class InferRequest:
-    id: str | None
-    inputs: Floats
-    binary_output: bool
-    sequence_id: SequenceId | None = None
-    sequence_start: bool = False
-    sequence_end: bool = False
-    sequence_offset: int | None = None
 
 
 def decompress(body: bytes, encoding: str | None, max_bytes: int) -> bytes:

@@ -8,6 +8,7 @@ sequences. The derived ids start with ':', which native session ids cannot
 
 import contextlib
 import json
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from service.core.arrays import Floats
@@ -31,6 +32,25 @@ SequenceId = int | str
 START_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class InferRequest:
+    """One V2 inference call, whatever its transport: stateless without a `sequence_id`."""
+
+    id: str | None
+    inputs: Floats
+    binary_output: bool
+    sequence_id: SequenceId | None = None
+    sequence_start: bool = False
+    sequence_end: bool = False
+    sequence_offset: int | None = None
+
+
+@dataclass(frozen=True)
+class Inference:
+    outputs: Floats  # batch first
+    chunk: ChunkResult | None  # None for a stateless call
+
+
 def sequence_session_id(model: str, sequence_id: SequenceId) -> str:
     kind = "s" if isinstance(sequence_id, str) else "i"
     return f":v2:{quote(model, safe='')}:{kind}:{sequence_id}"
@@ -46,6 +66,22 @@ class SequenceService:
 
     def __init__(self, sessions: SessionService) -> None:
         self.sessions = sessions
+
+    async def run(self, namespace: str, model: ServedModel, call: InferRequest) -> Inference:
+        """A V2 call: a stateless predict, or one chunk of the call's sequence."""
+        if call.sequence_id is None:
+            outputs = await self.sessions.predict_stateless(namespace, model, call.inputs)
+            return Inference(outputs, None)
+        chunk = await self.infer(
+            namespace,
+            model,
+            call.sequence_id,
+            call.inputs,
+            start=call.sequence_start,
+            end=call.sequence_end,
+            offset=call.sequence_offset,
+        )
+        return Inference(chunk.outputs[None], chunk)
 
     async def infer(
         self,

@@ -17,7 +17,6 @@ from service.api.grpc.triton.grpc_service_pb2 import (
 )
 from service.api.v2_codec import (
     FP32,
-    InferRequest,
     TensorSpec,
     check_shape,
     refuse_unsupported,
@@ -25,6 +24,7 @@ from service.api.v2_codec import (
 )
 from service.core.arrays import Floats
 from service.core.models import ServedModel
+from service.core.sequences import InferRequest
 from service.core.sessions import ChunkResult
 from service.errors import InvalidInput
 

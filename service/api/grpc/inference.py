@@ -81,16 +81,5 @@ class InferenceService:
         model = self.sessions.model(request.model_name, request.model_version or None)
         spec = output_spec(model)
         call = decode_infer(request, input_spec(model), spec)
-        if call.sequence_id is None:
-            outputs = await self.sessions.predict_stateless(namespace, model, call.inputs)
-            return encode_infer(model, call.id, spec, outputs)
-        result = await self.sequences.infer(
-            namespace,
-            model,
-            call.sequence_id,
-            call.inputs,
-            start=call.sequence_start,
-            end=call.sequence_end,
-            offset=call.sequence_offset,
-        )
-        return encode_infer(model, call.id, spec, result.outputs[None], result)
+        inference = await self.sequences.run(namespace, model, call)
+        return encode_infer(model, call.id, spec, inference.outputs, inference.chunk)

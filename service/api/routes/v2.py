@@ -131,25 +131,14 @@ async def infer(
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
     if call.id is not None:
         header["id"] = call.id
-    if call.sequence_id is None:
-        outputs = await sequences.sessions.predict_stateless(namespace, model, call.inputs)
-    else:
-        result = await sequences.infer(
-            namespace,
-            model,
-            call.sequence_id,
-            call.inputs,
-            start=call.sequence_start,
-            end=call.sequence_end,
-            offset=call.sequence_offset,
-        )
-        outputs = result.outputs[None]
+    inference = await sequences.run(namespace, model, call)
+    if inference.chunk is not None:
         header["parameters"] = {
-            "sequence_offset": result.offset,
-            "sequence_steps": result.record.steps,
-            "sequence_replayed": result.replayed,
+            "sequence_offset": inference.chunk.offset,
+            "sequence_steps": inference.chunk.record.steps,
+            "sequence_replayed": inference.chunk.replayed,
         }
-    content, headers = encode(header, spec, outputs, call.binary_output)
+    content, headers = encode(header, spec, inference.outputs, call.binary_output)
     media_type = "application/octet-stream" if headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 

@@ -15,6 +15,9 @@ from service.errors import RateLimited, TensorsTooLarge
 
 # Work of more timesteps than this (batch x steps) runs in a worker thread: it is "heavy".
 THREAD_OFFLOAD_STEPS = 32
+# A batch of such short rows stays on the event loop up to this many timesteps in all, as
+# the micro-batcher's largest batch does: a worker thread's hand-off costs more than it.
+INLINE_BATCH_STEPS = 64 * THREAD_OFFLOAD_STEPS
 # Heavy work yields to other requests' heavy work between slices of this many timesteps.
 SLICE_STEPS = 256
 

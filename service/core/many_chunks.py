@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service.core.arrays import Floats
-from service.core.fairness import THREAD_OFFLOAD_STEPS
+from service.core.fairness import INLINE_BATCH_STEPS, THREAD_OFFLOAD_STEPS
 from service.core.models import ServedModel
 from service.core.session_record import SessionRecord, chunk_digest
 from service.core.sessions import (
@@ -189,7 +189,7 @@ class _ManyChunks:
             x = np.stack([step.x for step in group])
             states = np.stack([_start_state(step) for step in group])
             started = time.perf_counter()
-            if x.shape[0] * x.shape[1] > THREAD_OFFLOAD_STEPS:
+            if x.shape[1] > THREAD_OFFLOAD_STEPS or x.shape[0] * x.shape[1] > INLINE_BATCH_STEPS:
                 heavy = self.sessions.heavy
                 outputs, new_states = await heavy.run(self.namespace, model.runner, x, states)
             else:

@@ -22,7 +22,7 @@ model made a 320 KB record); it is refused as `corrupt_state`, never misread.
 
 import hashlib
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ _FIXED = struct.Struct("<QQQI")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _LAST = struct.Struct("<q16s")
+_HEAD = struct.Struct("<4sHHQQQQQIH")  # token, fixed fields, model name length
 TOKEN_BYTES = _TOKEN.size
 NO_DIGEST = bytes(16)
 
@@ -73,8 +74,9 @@ class SessionRecord:
         return _TOKEN.pack(MAGIC, FORMAT_VERSION, flags, self.incarnation, self.revision)
 
     def advanced(self, **changes: Any) -> "SessionRecord":
-        # Not dataclasses.replace: this runs once per chunk and a direct call is 3x faster.
-        return SessionRecord(**{**self.__dict__, **changes, "revision": self.revision + 1})
+        if not changes.keys() <= _FIELDS:
+            raise TypeError(f"not fields of a session record: {changes.keys() - _FIELDS}")
+        return _made({**self.__dict__, **changes, "revision": self.revision + 1})
 
     def encode(self) -> bytes:
         name = self.model.encode()
@@ -110,39 +112,55 @@ class SessionRecord:
             raise ValueError("not a session record")
         if version != FORMAT_VERSION:
             raise ValueError(f"format version {version}, this build reads {FORMAT_VERSION}")
-        _, _, flags, incarnation, revision = _TOKEN.unpack_from(view, 0)
-        pos = _TOKEN.size
-        steps, created_ms, updated_ms, ttl_seconds = _FIXED.unpack_from(view, pos)
-        pos += _FIXED.size
-        (n,) = _U16.unpack_from(view, pos)
-        model = bytes(view[pos + 2 : pos + 2 + n]).decode()
-        pos += 2 + n
+        (_, _, flags, incarnation, revision, steps, created_ms, updated_ms, ttl_seconds, n) = (
+            _HEAD.unpack_from(view, 0)
+        )
+        pos = _HEAD.size
+        model = bytes(view[pos : pos + n]).decode()
+        pos += n
         (n,) = _U16.unpack_from(view, pos)
         model_version = bytes(view[pos + 2 : pos + 2 + n]).decode()
         pos += 2 + n
         (n,) = _U32.unpack_from(view, pos)
-        state = np.frombuffer(view, dtype="<f4", count=n, offset=pos + 4).astype(np.float32)
-        pos += 4 + 4 * n
-        last_offset, last_digest = _LAST.unpack_from(view, pos)
-        pos += _LAST.size
+        pos += 4
+        last_offset, last_digest = _LAST.unpack_from(view, pos + 4 * n)
+        # One copy for the state, the last chunk's fields (24 bytes: 6 floats) and the state
+        # before it: two arrays from one conversion.
         before = None
         if last_offset >= 0:
-            before = np.frombuffer(view, dtype="<f4", count=n, offset=pos).astype(np.float32)
-            pos += 4 * n
-        if pos != len(view):
+            values = np.frombuffer(view, "<f4", 2 * n + 6, pos).astype(np.float32)
+            state, before = values[:n], values[n + 6 :]
+            end = pos + 4 * (2 * n + 6)
+        else:
+            state = np.frombuffer(view, "<f4", n, pos).astype(np.float32)
+            end = pos + 4 * n + _LAST.size
+        if end != len(view):
             raise ValueError("trailing bytes after the last chunk")
-        return cls(
-            incarnation=incarnation,
-            revision=revision,
-            steps=steps,
-            created_ms=created_ms,
-            updated_ms=updated_ms,
-            ttl_seconds=ttl_seconds,
-            model=model,
-            model_version=model_version,
-            state=state,
-            last_offset=last_offset,
-            last_digest=last_digest,
-            state_before_last=before,
-            ended=bool(flags & ENDED),
+        return _made(
+            {
+                "incarnation": incarnation,
+                "revision": revision,
+                "steps": steps,
+                "created_ms": created_ms,
+                "updated_ms": updated_ms,
+                "ttl_seconds": ttl_seconds,
+                "model": model,
+                "model_version": model_version,
+                "state": state,
+                "last_offset": last_offset,
+                "last_digest": last_digest,
+                "state_before_last": before,
+                "ended": bool(flags & ENDED),
+            }
         )
+
+
+_FIELDS = frozenset(field.name for field in fields(SessionRecord))
+
+
+def _made(values: dict[str, Any]) -> SessionRecord:
+    """A record from all its fields. Not the dataclass's __init__: a frozen one sets each
+    field through object.__setattr__ (~3.5 us for these 13), and a chunk makes two."""
+    record = object.__new__(SessionRecord)
+    record.__dict__.update(values)
+    return record

@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 from fastapi import Request, Response
 
+from service.api.schemas import SESSION_ID_PATTERN
 from service.core.arrays import Floats
 from service.core.inputs import as_array
 from service.errors import InvalidInput
@@ -30,7 +31,22 @@ class _Chunk(_Sequence, forbid_unknown_fields=True):
     offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
 
+# msgspec searches with `re`, whose `$` also matches before a final newline.
+_SESSION_ID = msgspec.Meta(pattern=SESSION_ID_PATTERN.removesuffix("$") + r"\Z")
+
+
+class ManyChunk(msgspec.Struct, forbid_unknown_fields=True):
+    session_id: Annotated[str, _SESSION_ID]
+    inputs: list[list[float]]
+    offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class _ManyChunks(msgspec.Struct, forbid_unknown_fields=True):
+    chunks: Annotated[list[ManyChunk], msgspec.Meta(min_length=1)]
+
+
 _SEQUENCE = msgspec.json.Decoder(_Sequence)
+_MANY_CHUNKS = msgspec.json.Decoder(_ManyChunks)
 _CHUNK = msgspec.json.Decoder(_Chunk)
 _ENCODER = msgspec.json.Encoder()
 
@@ -84,6 +100,12 @@ def chunk_from_json(body: bytes | str) -> tuple[Floats, int | None]:
     """A JSON chunk (`{"inputs": T x F, "offset"?: n}`) and its offset, if it has one."""
     chunk = _decode(_CHUNK, body)
     return as_array(chunk.inputs), chunk.offset
+
+
+async def read_chunks(request: Request) -> list[ManyChunk]:
+    """`POST /v1/chunks`'s chunks (the `ChunksRequest` schema), straight into typed lists."""
+    chunks: list[ManyChunk] = _decode(_MANY_CHUNKS, await request.body()).chunks
+    return chunks
 
 
 def encoded(content: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from service.api.auth import is_protected
 from service.api.errors import is_v2, responses
-from service.api.schemas import ChunkRequest, PredictRequest
+from service.api.schemas import ChunkRequest, ChunksRequest, PredictRequest
 from service.errors import InvalidInput, Unauthorized
 
 SCHEME = "apiKey"
@@ -119,10 +119,11 @@ def _add_request_schemas(document: dict[str, Any]) -> None:
     # The tensor routes read their bodies themselves (JSON or binary), so FastAPI does not
     # list the JSON body's schema that their requestBody refers to.
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
-    for model in (ChunkRequest, PredictRequest):
-        schemas.setdefault(
-            model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
-        )
+    for model in (ChunkRequest, PredictRequest, ChunksRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, nested in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, nested)
+        schemas.setdefault(model.__name__, schema)
 
 
 def install_openapi(app: FastAPI, secured: bool) -> None:

@@ -1,6 +1,6 @@
 """Inputs as float32 arrays: JSON rows converted once at the edge, then one check per model."""
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -24,6 +24,34 @@ def as_array(rows: Any) -> Floats:
     if array is None or array.ndim != 2:
         raise _malformed(rows)
     return array
+
+
+def as_arrays(chunks: list[list[list[float]]]) -> list[tuple[Floats, bool] | InvalidInput]:
+    """`as_array` of each chunk (already lists of float rows), with whether its values are
+    all finite, or its error. Chunks of one shape are converted and checked together: one
+    numpy call for all of them instead of two per chunk."""
+    converted: list[tuple[Floats, bool] | InvalidInput | None] = [None] * len(chunks)
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for index, rows in enumerate(chunks):
+        if rows:
+            shapes.setdefault((len(rows), len(rows[0])), []).append(index)
+    for indices in shapes.values():
+        try:
+            with np.errstate(over="ignore"):
+                arrays = np.array([chunks[index] for index in indices], dtype=F32)
+        except ValueError:  # some chunk has ragged rows: each on its own says which
+            continue
+        finite = cast(list[bool], np.isfinite(arrays).all(axis=(1, 2)).tolist())
+        for row, index in enumerate(indices):
+            converted[index] = (arrays[row], finite[row])
+    for index, rows in enumerate(chunks):
+        if converted[index] is None:
+            try:
+                array = as_array(rows)
+                converted[index] = (array, bool(np.isfinite(array).all()))
+            except InvalidInput as error:
+                converted[index] = error
+    return converted  # type: ignore[return-value]
 
 
 def _malformed(rows: list[Any]) -> InvalidInput:
@@ -54,9 +82,12 @@ def as_rows(model: "ServedModel", x: Floats) -> Floats:
     return x.reshape(-1, features)
 
 
-def check_chunk(model: "ServedModel", x: Floats, max_steps: int) -> None:
+def check_chunk(
+    model: "ServedModel", x: Floats, max_steps: int, finite: bool | None = None
+) -> None:
     """Refuse a (T, F) chunk or a (B, T, F) batch the model cannot take, before anything
-    is written: wrong features, empty, more than `max_steps` timesteps in all, non-finite."""
+    is written: wrong features, empty, more than `max_steps` timesteps in all, non-finite
+    (`finite`: already known, else checked here)."""
     features = model.runner.input_features
     if x.ndim not in (2, 3) or x.shape[-1] != features:
         layout = "[timesteps, features]" if x.ndim == 2 else "[batch, timesteps, features]"
@@ -73,7 +104,7 @@ def check_chunk(model: "ServedModel", x: Floats, max_steps: int) -> None:
         raise InvalidInput(
             f"{shape} timesteps exceed the limit of {max_steps} per call", max_steps=max_steps
         )
-    if not np.isfinite(x).all():
+    if not (np.isfinite(x).all() if finite is None else finite):
         raise InvalidInput(
             "inputs must be finite: NaN, Infinity and values beyond float32 range are refused"
         )

@@ -30,6 +30,7 @@ class ChunkItem:
     session_id: str
     x: Floats  # (T, F) float32
     offset: int | None = None
+    finite: bool | None = None  # whether every value of x is finite, when already known
 
 
 @dataclass(eq=False)
@@ -146,7 +147,9 @@ class _ManyChunks:
             item = items[index]
             try:
                 model = self.sessions.model_for(record, session.session_id)
-                self.sessions.check(model, item.x, self.sessions.limits.max_chunk_steps)
+                self.sessions.check(
+                    model, item.x, self.sessions.limits.max_chunk_steps, item.finite
+                )
                 x = item.x
                 digest = chunk_digest(x)
                 if record.ended or (item.offset is not None and item.offset != record.steps):

@@ -200,9 +200,11 @@ class SessionService:
             redis = exc.message
         return Readiness(redis, len(self.models.all()))
 
-    def check(self, model: ServedModel, x: Floats, max_steps: int) -> None:
+    def check(
+        self, model: ServedModel, x: Floats, max_steps: int, finite: bool | None = None
+    ) -> None:
         """`check_chunk`, and the memory its tensors would take."""
-        check_chunk(model, x, max_steps)
+        check_chunk(model, x, max_steps, finite)
         batch, steps = (1, x.shape[0]) if x.ndim == 2 else x.shape[:2]
         check_tensor_bytes(model.runner, batch, steps, self.limits.max_tensor_bytes)
 

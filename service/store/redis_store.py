@@ -60,7 +60,7 @@ def parse_redis_url(url: str) -> tuple[str, bool]:
 
 
 def _packed_writes(writes: list[CasWrite]) -> bytes:
-    parts = []
+    parts: list[bytes] = []
     for w in writes:
         parts += (
             _WRITE_HEADER.pack(len(w.expected_prefix), len(w.value), w.ttl_ms),

@@ -1,16 +1,26 @@
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from service import errors
 from service.api import present
-from service.api.bodies import json_answer
+from service.api.bodies import JSON, json_answer, read_chunks
 from service.api.deps import namespace_of
 from service.api.errors import responses
-from service.api.schemas import ChunksRequest, ChunksResponse
-from service.core.inputs import as_array
+from service.api.schemas import ChunksResponse
+from service.core.inputs import as_arrays
 from service.core.many_chunks import ChunkItem, predict_many
 from service.core.sessions import ChunkResult, SessionService
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
+
+# The route reads its body itself (msgspec, ~10x faster than pydantic on 64 chunks).
+_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/ChunksRequest"}}},
+    }
+}
 
 
 @router.post(
@@ -28,24 +38,27 @@ router = APIRouter(prefix="/v1", tags=["sessions"])
         "changes nothing. A body that does not fit the schema, or holds more than "
         "`LSTM_MAX_CHUNKS_PER_REQUEST` chunks, is 422 for the whole request."
     ),
+    openapi_extra=_BODY,
 )
-async def predict_chunks(body: ChunksRequest, request: Request) -> Response:
+async def predict_chunks(request: Request) -> Response:
     sessions: SessionService = request.app.state.sessions
     limit = request.app.state.settings.max_chunks_per_request
-    if len(body.chunks) > limit:
+    chunks = await read_chunks(request)
+    if len(chunks) > limit:
         raise errors.InvalidInput(
-            f"{len(body.chunks)} chunks exceed the limit of {limit} per request",
+            f"{len(chunks)} chunks exceed the limit of {limit} per request",
             max_chunks=limit,
         )
     outcomes: list[ChunkResult | errors.ServiceError | None] = []
     items = []
-    for chunk in body.chunks:
-        try:
-            items.append(ChunkItem(chunk.session_id, as_array(chunk.inputs), chunk.offset))
-            outcomes.append(None)
-        except errors.InvalidInput as error:  # this chunk only: the others go ahead
-            outcomes.append(error)
+    for chunk, converted in zip(chunks, as_arrays([c.inputs for c in chunks]), strict=True):
+        if isinstance(converted, errors.InvalidInput):  # this chunk only: the others go ahead
+            outcomes.append(converted)
+            continue
+        x, finite = converted
+        items.append(ChunkItem(chunk.session_id, x, chunk.offset, finite))
+        outcomes.append(None)
     applied = iter(await predict_many(sessions, namespace_of(request), items))
     answered = [next(applied) if outcome is None else outcome for outcome in outcomes]
-    ids = [chunk.session_id for chunk in body.chunks]
+    ids = [chunk.session_id for chunk in chunks]
     return json_answer({"results": present.chunk_outcomes(ids, answered)})

@@ -6,6 +6,7 @@ the chunks of one session apply in request order, as if sent one after another."
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,8 +26,7 @@ from service.store.base import CasOutcome, CasWrite
 Outcome = ChunkResult | ServiceError
 
 
-@dataclass(frozen=True)
-class ChunkItem:
+class ChunkItem(NamedTuple):  # a tuple: cheaper to make than a frozen dataclass
     session_id: str
     x: Floats  # (T, F) float32
     offset: int | None = None
@@ -46,7 +46,7 @@ class _Session:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Step:
     session: _Session
     item: int
@@ -80,6 +80,7 @@ class _ManyChunks:
         self.sessions = sessions
         self.store = sessions.store
         self.namespace = namespace
+        self._checked: dict[tuple[int, tuple[int, ...], bool], ServiceError | None] = {}
 
     async def run(self, items: list[ChunkItem]) -> list[Outcome]:
         sessions: dict[str, _Session] = {}
@@ -147,9 +148,10 @@ class _ManyChunks:
             item = items[index]
             try:
                 model = self.sessions.model_for(record, session.session_id)
-                self.sessions.check(
-                    model, item.x, self.sessions.limits.max_chunk_steps, item.finite
-                )
+                refused = self._refusal(model, item)
+                if refused is not None:
+                    session.outcomes[index] = refused
+                    continue
                 x = item.x
                 digest = chunk_digest(x)
                 if record.ended or (item.offset is not None and item.offset != record.steps):
@@ -162,6 +164,19 @@ class _ManyChunks:
             session.model = model
             return _Step(session, index, x, digest)
         return None
+
+    def _refusal(self, model: ServedModel, item: ChunkItem) -> ServiceError | None:
+        """`SessionService.check`'s error, found once per model, shape and finiteness: it
+        depends on nothing else."""
+        finite = bool(np.isfinite(item.x).all()) if item.finite is None else item.finite
+        key = (id(model), item.x.shape, finite)
+        if key not in self._checked:
+            try:
+                self.sessions.check(model, item.x, self.sessions.limits.max_chunk_steps, finite)
+                self._checked[key] = None
+            except ServiceError as refused:
+                self._checked[key] = refused
+        return self._checked[key]
 
     @staticmethod
     def _replayable(

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from service.core.inputs import as_array, check_chunk
+from service.core.inputs import as_array, as_arrays, check_chunk
 from service.errors import InvalidInput
 
 # check_chunk reads only the model's name and its runner's input width.
@@ -53,3 +53,37 @@ def test_batches_are_checked_against_the_total_timesteps(shape, fragment):
     with pytest.raises(InvalidInput) as excinfo:
         check_chunk(MODEL, np.zeros(shape, dtype=np.float32), max_steps=10)
     assert fragment in excinfo.value.message
+
+
+def test_many_chunks_convert_as_each_would_alone():
+    rng = np.random.default_rng(3)
+    chunks = [
+        rng.standard_normal((1, 2)).tolist(),
+        [[1.0, 2.0], [3.0]],  # ragged, among chunks of its length and first row's width
+        rng.standard_normal((2, 2)).tolist(),
+        [],
+        [[1e39, 0.0]],
+        rng.standard_normal((1, 3)).tolist(),
+        rng.standard_normal((1, 2)).tolist(),
+        [[float("nan"), 1.0], [0.0, 0.0]],
+    ]
+
+    converted = as_arrays(chunks)
+
+    for rows, got in zip(chunks, converted, strict=True):
+        try:
+            alone = as_array(rows)
+        except InvalidInput as error:
+            assert isinstance(got, InvalidInput) and got.message == error.message
+            continue
+        assert not isinstance(got, InvalidInput)
+        array, finite = got
+        assert array.dtype == alone.dtype and array.shape == alone.shape
+        assert array.tobytes() == alone.tobytes()
+        assert finite == bool(np.isfinite(alone).all())
+    assert [isinstance(got, InvalidInput) for got in converted] == [
+        False, True, False, True, False, False, False, False
+    ]  # fmt: skip
+    assert [got[1] for got in converted if not isinstance(got, InvalidInput)] == [
+        True, True, False, True, True, False
+    ]  # fmt: skip

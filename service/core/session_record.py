@@ -81,10 +81,20 @@ class SessionRecord:
     def encode(self) -> bytes:
         name = self.model.encode()
         version = self.model_version.encode()
+        flags = ENDED if self.ended else 0
         parts = [
-            self.token,
-            _FIXED.pack(self.steps, self.created_ms, self.updated_ms, self.ttl_seconds),
-            _U16.pack(len(name)),
+            _HEAD.pack(
+                MAGIC,
+                FORMAT_VERSION,
+                flags,
+                self.incarnation,
+                self.revision,
+                self.steps,
+                self.created_ms,
+                self.updated_ms,
+                self.ttl_seconds,
+                len(name),
+            ),
             name,
             _U16.pack(len(version)),
             version,

@@ -170,6 +170,29 @@ def test_failed_items_change_nothing_and_the_others_apply(client, settings):
     assert client.get("/v1/sessions/no-such-session").status_code == 404
 
 
+def test_errors_come_in_the_single_routes_order(client):
+    """Values beyond float32 are refused only once the session is found, as the single
+    route does; chunks of one shape share one conversion but not their errors."""
+    session_id = new_session(client, SENSOR)
+    huge = {"inputs": [[1e39] + [0.0] * 15]}
+    single_missing = client.post("/v1/sessions/no-such-session/predict", json=huge)
+    single_found = client.post(f"/v1/sessions/{session_id}/predict", json=huge)
+    fine = np.ones((1, 16), np.float32)
+
+    results = chunks(
+        client,
+        [
+            {"session_id": "no-such-session", **huge},
+            {"session_id": session_id, **huge},
+            item(session_id, fine),
+        ],
+    )
+
+    assert error_of(results[0], "session_not_found") == single_missing.json()["error"]
+    assert error_of(results[1], "invalid_input") == single_found.json()["error"]
+    assert results[2]["steps"] == 1 and steps_of(client, session_id) == 1
+
+
 def test_a_request_whose_every_chunk_is_malformed_is_answered_item_by_item(client):
     session_id = new_session(client, SENSOR)
     ragged = {"session_id": session_id, "inputs": [[0.0] * 16, [0.0] * 3]}
@@ -238,11 +261,12 @@ def test_more_chunks_than_the_limit_is_refused_whole(client, settings):
     [
         {"chunks": []},
         {"chunks": [{"session_id": "a b", "inputs": [[0.0] * 16]}]},
+        {"chunks": [{"session_id": "x\n", "inputs": [[0.0] * 16]}]},
         {"chunks": [{"session_id": "x", "inputs": [[0.0] * 16], "offset": -1}]},
         {"chunks": [{"inputs": [[0.0] * 16]}]},
         {"chunk": []},
     ],
-    ids=["empty", "bad-id", "negative-offset", "no-id", "unknown-field"],
+    ids=["empty", "bad-id", "id-with-newline", "negative-offset", "no-id", "unknown-field"],
 )
 def test_a_body_outside_the_schema_is_422_and_applies_nothing(client, body):
     session_id = new_session(client, SENSOR)

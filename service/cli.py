@@ -11,7 +11,7 @@ from types import FrameType
 
 import uvicorn
 
-from service.api.read_timeouts import TimedH11Protocol
+from service.api.read_timeouts import http_protocol
 from service.logs import logging_config
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--http",
+        choices=("auto", "httptools", "h11"),
+        default="auto",
+        help="HTTP/1.1 parser (default: httptools when installed, else h11)",
+    )
     args = parser.parse_args(argv)
     log_config = logging_config(args.log_level)
     logging.config.dictConfig(log_config)
@@ -84,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
             log_level=args.log_level,
             log_config=log_config,
             access_log=False,  # the app writes its own JSON access log
-            http=TimedH11Protocol,
+            http=http_protocol(args.http),
         )
     finally:
         if embedded:

@@ -21,6 +21,7 @@ class ServiceProcess:
         env: dict[str, str] | None = None,
         log_path: Path | None = None,
         grpc: bool = False,
+        http: str = "auto",
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -38,7 +39,7 @@ class ServiceProcess:
                 sys.executable, "-m", "service.cli",
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--workers", str(self.workers), "--log-level", "warning",
-                "--grpc-port", str(self.grpc_port),
+                "--grpc-port", str(self.grpc_port), "--http", http,
             ],
             env=self.env,
             log_path=log_path,

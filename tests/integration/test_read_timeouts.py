@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from service.api.read_timeouts import http_protocol
+from service.api.read_timeouts_httptools import TimedHttpToolsProtocol
 from tests.processes import ServiceProcess
 
 TIMEOUTS = {"LSTM_HEADER_TIMEOUT_SECONDS": "1", "LSTM_BODY_TIMEOUT_SECONDS": "3"}
@@ -22,9 +24,11 @@ HEAD = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(redis_server, model_dir):
-    with ServiceProcess(redis_server.url, model_dir, env=TIMEOUTS) as process:
+# Both of lstm-serve's HTTP implementations: its default (httptools, installed with
+# uvicorn[standard]) and h11.
+@pytest.fixture(scope="module", params=["auto", "h11"])
+def server(request, redis_server, model_dir):
+    with ServiceProcess(redis_server.url, model_dir, env=TIMEOUTS, http=request.param) as process:
         yield process
 
 
@@ -82,3 +86,7 @@ def test_a_kept_alive_connection_serves_a_second_request(server):
             assert answer.status == 200 and b"outputs" in answer.read()
     finally:
         connection.close()
+
+
+def test_the_default_http_implementation_is_httptools_with_deadlines():
+    assert http_protocol("auto") is TimedHttpToolsProtocol

@@ -1,0 +1,66 @@
+"""The read deadlines of `read_timeouts` on uvicorn's httptools protocol (imported only
+where httptools is installed)."""
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.api.read_timeouts import _ReadDeadline
+
+
+class TimedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):
+    """uvicorn's httptools protocol with the same deadlines as `TimedH11Protocol`: a
+    request's headers within `header_timeout_seconds` (from connecting or from its first
+    byte), no pause longer than `body_timeout_seconds` within its body."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start_deadlines()
+        self._reading = "idle"  # "headers", "body": where the parser is in a request
+        self._upgraded = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = "headers"
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._reading = "body"
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading = "idle"
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch()  # a pipelined request may have started
+
+    def handle_websocket_upgrade(self) -> None:
+        self._upgraded = True  # the WebSocket protocol owns the connection from here
+        self._disarm()
+        super().handle_websocket_upgrade()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _watch(self) -> None:
+        if self._upgraded or self._reading == "idle":
+            self._disarm()  # read in full: the keep-alive timeout takes over
+        elif self._reading == "body":
+            self._arm(self.body_timeout)  # a pause, not the whole body: re-armed per read
+        elif self.cycle is None or self.cycle.response_complete:
+            self._arm_header()
+        else:
+            # A pipelined request's headers behind an answer still being sent: timed from
+            # that answer's end, as with h11, which only reads them then.
+            self._disarm()

@@ -13,6 +13,7 @@ from service import __version__
 from service.api.auth import ApiKeyAuth, ApiKeys, load_admin_keys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
+from service.api.fast_path import ChunkFastPath
 from service.api.grpc.server import GrpcServer
 from service.api.head import HeadAsGet
 from service.api.limits import BodySizeLimit
@@ -144,7 +145,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.metrics = telemetry
     install_error_handlers(app)
     # Added innermost first: RequestObserver sees everything, then auth, then the rate limit
-    # (it needs the key), then body limits.
+    # (it needs the key), then body limits, then the chunk route's fast path.
+    if settings.chunk_fast_path:
+        app.add_middleware(ChunkFastPath, service=app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     if settings.rate_limit_per_key > 0:
         app.add_middleware(

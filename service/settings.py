@@ -131,7 +131,8 @@ class Settings(BaseSettings):
 
     micro_batch: bool = True
     """Run the waiting chunks of concurrent sessions on one model as one batched runner
-    call (bit-exact: the runner computes each row alone). Off: every chunk runs alone."""
+    call (bit-exact: the runner computes each row alone); a chunk arriving alone after a
+    batch of one runs at once. Off: every chunk runs alone."""
 
     micro_batch_max: int = Field(64, gt=0)
     """Most chunks in one batched runner call."""

@@ -28,6 +28,7 @@ class ServiceProcess:
         self.grpc_port = free_port() if grpc else 0
         self.grpc_address = f"127.0.0.1:{self.grpc_port}"
         self.workers = workers
+        self.http = http
         self.env = {**os.environ, "LSTM_MODEL_DIR": str(model_dir), **(env or {})}
         self.env.pop("LSTM_REDIS_URL", None)
         if redis_url is not None:  # None: lstm-serve starts its embedded Redis

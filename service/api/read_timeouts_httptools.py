@@ -8,6 +8,15 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from service.api.read_timeouts import _ReadDeadline
 
+# h11 refuses a request line and headers over this (uvicorn answers 400); httptools has no
+# limit of its own, so a client could grow one request's headers for as long as the
+# header deadline lets it.
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class HeadersTooLarge(Exception):
+    """Raised in a parser callback: httptools turns it into a parser error, answered 400."""
+
 
 class TimedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol with the same deadlines as `TimedH11Protocol`: a
@@ -31,6 +40,20 @@ class TimedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reading = "headers"
+        self._header_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_header_bytes(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count_header_bytes(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > MAX_HEADER_BYTES:
+            raise HeadersTooLarge
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()

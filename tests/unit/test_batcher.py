@@ -105,3 +105,25 @@ def test_a_runner_error_reaches_every_chunk_of_the_batch(runner):
     assert isinstance(results[0], ValueError) and results[1] is results[0]
     # And the batcher is not wedged by it: the next chunk runs as it would alone.
     assert np.array_equal(after, runner.step(good[1], states[1])[0])
+
+
+def test_a_chunk_arriving_alone_after_a_batch_of_one_runs_alone_but_probes(runner):
+    xs, states = chunks_and_states(runner, 3, 1, seed=7)
+    batcher = MicroBatcher()
+    assert batcher.worth_waiting(runner, xs[0])  # nothing known yet: it waits
+
+    asyncio.run(gathered(batcher, runner, xs[:1], states[:1]))  # a batch of one
+    waits = [batcher.worth_waiting(runner, xs[0]) for _ in range(16)]
+    assert waits == ([False] * 7 + [True]) * 2  # alone, but every 8th still opens a batch
+
+    asyncio.run(gathered(batcher, runner, xs[:2], states[:2]))  # company again
+    assert batcher.worth_waiting(runner, xs[0])
+    two_steps = np.concatenate([xs[0], xs[1]])  # another length: nothing known, it waits
+    assert batcher.worth_waiting(runner, two_steps)
+
+
+def test_with_a_wait_set_every_chunk_waits_for_company(runner):
+    xs, states = chunks_and_states(runner, 1, 1, seed=8)
+    batcher = MicroBatcher(max_wait_seconds=0.001)
+    asyncio.run(gathered(batcher, runner, xs, states))
+    assert all(batcher.worth_waiting(runner, xs[0]) for _ in range(16))

@@ -126,8 +126,8 @@ class Settings(BaseSettings):
 
     chunk_fast_path: bool = True
     """Answer well-formed `POST /v1/sessions/{id}/predict` requests without FastAPI's
-    routing and parameter solving (the same route function and middleware; ~15% less CPU
-    per 1-step chunk). Off: through FastAPI like every other route."""
+    routing and parameter solving (the same route function and middleware). Off: through
+    FastAPI like every other route."""
 
     micro_batch: bool = True
     """Run the waiting chunks of concurrent sessions on one model as one batched runner

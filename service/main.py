@@ -28,6 +28,8 @@ from service.core.sequences import SequenceService
 from service.core.sessions import SessionLimits, SessionService
 from service.metrics import PrometheusMetrics
 from service.settings import Settings
+from service.store.base import StateStore
+from service.store.coalesced import CoalescedWrites
 from service.store.embedded import redis_url_or_embedded
 from service.store.redis_store import RedisStateStore
 from service.store.session_index import RedisSessionIndex
@@ -74,7 +76,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         redis_store = RedisStateStore.from_url(
             redis_url, settings.redis_timeout_seconds, cluster=settings.redis_cluster
         )
-        store = TimedStateStore(redis_store, telemetry)
+        store: StateStore = TimedStateStore(redis_store, telemetry)
+        if settings.coalesce_writes:
+            store = CoalescedWrites(store)
         compile_seconds = await asyncio.to_thread(compile_kernels, settings.kernel_cache_dir)
         if compile_seconds:
             log.info(

@@ -134,6 +134,10 @@ class Settings(BaseSettings):
     call (bit-exact: the runner computes each row alone); a chunk arriving alone after a
     batch of one runs at once. Off: every chunk runs alone."""
 
+    coalesce_writes: bool = True
+    """Send the compare-and-sets that chunks issue in the same event-loop turn as one
+    Redis call (each still checked and applied on its own). Off: one call per chunk."""
+
     micro_batch_max: int = Field(64, gt=0)
     """Most chunks in one batched runner call."""
 

@@ -1,9 +1,16 @@
 """Per-key turns inside one process, so local writers to a session queue instead of racing."""
 
 import asyncio
-from collections import Counter
-from collections.abc import AsyncIterator, Hashable
-from contextlib import asynccontextmanager
+from collections.abc import Hashable
+from types import TracebackType
+
+
+class _Entry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # holding the lock, waiting for it, or gone ahead without it
 
 
 class KeyedLocks:
@@ -16,29 +23,63 @@ class KeyedLocks:
 
     def __init__(self, patience: float) -> None:
         self.patience = patience
-        self._locks: dict[Hashable, asyncio.Lock] = {}
-        self._users: Counter[Hashable] = Counter()
+        self._entries: dict[Hashable, _Entry] = {}
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._entries)
 
-    @asynccontextmanager
-    async def turn(self, key: Hashable) -> AsyncIterator[bool]:
-        """Wait for `key`'s turn; yields False when patience ran out first."""
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        self._users[key] += 1
+    def turn(self, key: Hashable) -> "Turn":
+        """`async with locks.turn(key) as acquired`: waits for `key`'s turn; `acquired` is
+        False when patience ran out first."""
+        return Turn(self, key)
+
+    def _enter(self, key: Hashable) -> _Entry:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        entry.users += 1
+        return entry
+
+    def _leave(self, key: Hashable, entry: _Entry) -> None:
+        entry.users -= 1
+        if not entry.users:
+            del self._entries[key]
+
+
+class Turn:
+    """One caller's turn on one key (a class, not a generator: it runs once per chunk)."""
+
+    __slots__ = ("_locks", "_key", "_entry", "_acquired")
+
+    def __init__(self, locks: KeyedLocks, key: Hashable) -> None:
+        self._locks = locks
+        self._key = key
+        self._acquired = False
+
+    async def __aenter__(self) -> bool:
+        entry = self._entry = self._locks._enter(self._key)
+        if entry.users == 1:
+            # Nobody else holds or awaits this key: the lock is free and takes no wait.
+            await entry.lock.acquire()
+            self._acquired = True
+            return True
         try:
-            acquired: bool
-            try:
-                acquired = await asyncio.wait_for(lock.acquire(), self.patience)
-            except TimeoutError:
-                acquired = False
-            try:
-                yield acquired
-            finally:
-                if acquired:
-                    lock.release()
-        finally:
-            self._users[key] -= 1
-            if not self._users[key]:
-                del self._users[key], self._locks[key]
+            async with asyncio.timeout(self._locks.patience):
+                await entry.lock.acquire()
+            self._acquired = True
+        except TimeoutError:
+            self._acquired = False
+        except BaseException:
+            self._locks._leave(self._key, entry)
+            raise
+        return self._acquired
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._acquired:
+            self._entry.lock.release()
+        self._locks._leave(self._key, self._entry)

@@ -342,8 +342,11 @@ class SessionService:
             )
             return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
 
-        with self.counted():
+        self._in_flight += 1  # `counted()` inline: this runs once per chunk
+        try:
             return await self._write(namespace, session_id, advance, known)
+        finally:
+            self._in_flight -= 1
 
     async def _replay(
         self,

@@ -424,7 +424,8 @@ class SessionService:
         `known`; an answer without a write (a replay, a conflict) is only given from a
         record just read, never from a remembered one."""
         key = (namespace, session_id)
-        incarnation = None
+        incarnation = None  # the session this request is for, once a read has named it
+        began_ms = self._clock()
         async with self._writers.turn(key):
             for attempt in range(MAX_WRITE_ATTEMPTS):
                 cached = self._remembered(key, known) if attempt == 0 else None
@@ -438,10 +439,16 @@ class SessionService:
                 else:
                     record = cached
                 if cached is None:  # a kept record may be stale: only a read names the session
-                    if incarnation is not None and record.incarnation != incarnation:
+                    if incarnation is None:
+                        if attempt > 0 and record.created_ms > began_ms:
+                            # The kept record lost its race to a session created since this
+                            # request began (by the replicas' millisecond clocks): the
+                            # request was for the one before, which is gone.
+                            raise SessionNotFound(session_id)
+                        incarnation = record.incarnation
+                    elif record.incarnation != incarnation:
                         # Deleted and created again meanwhile: this request was for the old one.
                         raise SessionNotFound(session_id)
-                    incarnation = record.incarnation
                 try:
                     updated, answer = await update(record, cached is None)
                 except (ServiceError, _ReadAgain):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.core.sessions import SessionLimits, SessionService
-from service.errors import OffsetConflict
+from service.errors import OffsetConflict, SessionNotFound
 from service.store.redis_store import RedisStateStore
 from tests.streaming import predict
 
@@ -19,13 +19,19 @@ MODEL = "sensor-lstm"
 LIMITS = SessionLimits(recent_records=100)
 
 
-def two_replicas(client: Any, redis_url: str, scenario: Callable[..., Awaitable[Any]]) -> Any:
+def two_replicas(
+    client: Any,
+    redis_url: str,
+    scenario: Callable[..., Awaitable[Any]],
+    clocks: tuple[Callable[[], int], ...] = (),
+) -> Any:
     models = client.app.state.sessions.models
 
     async def run() -> Any:
         store = RedisStateStore.from_url(redis_url, 2.0)
         try:
-            a, b = (SessionService(store, models, LIMITS) for _ in range(2))
+            a = SessionService(store, models, LIMITS, *clocks[:1])
+            b = SessionService(store, models, LIMITS, *clocks[1:])
             return await scenario(a, b)
         finally:
             await store.close()
@@ -105,3 +111,38 @@ def test_a_retry_is_replayed_only_when_the_store_agrees(client, redis_server, in
 
     assert again.replayed and np.array_equal(again.outputs, mine.outputs)
     assert refused.details["steps"] == 5
+
+
+@pytest.mark.parametrize("created_again", ["before", "after"])
+def test_a_chunk_never_lands_in_a_session_created_again_after_it_began(
+    client, redis_server, inputs, created_again
+):
+    """A keeps the old incarnation's record; B deletes the id and starts it again. A's
+    chunk starts from its kept record and its compare-and-set fails: the session it then
+    reads is this chunk's only if it was created before the chunk began (a stale kept
+    record); created after, the chunk was for the one that is gone. The replicas' clocks
+    say when each thing happened."""
+    fresh = predict(client, MODEL, inputs[:2])
+    a_clock, b_clock = [1_000_000], [0]
+
+    async def scenario(a: SessionService, b: SessionService) -> tuple[Any, Any]:
+        session_id, _ = await a.create("_", MODEL, session_id=f"reborn-{created_again}")
+        await b.delete("_", session_id)
+        b_clock[0] = a_clock[0] + (1 if created_again == "after" else -1)
+        await b.create("_", MODEL, session_id=session_id)
+        try:
+            outcome: Any = await a.predict("_", session_id, inputs[:2], offset=0)
+        except SessionNotFound as refused:
+            outcome = refused
+        return outcome, await b.get("_", session_id)
+
+    outcome, stored = two_replicas(
+        client, redis_server.url, scenario, (lambda: a_clock[0], lambda: b_clock[0])
+    )
+
+    if created_again == "after":
+        assert isinstance(outcome, SessionNotFound)
+        assert stored.steps == 0
+    else:
+        assert stored.steps == 2 and outcome.record.incarnation == stored.incarnation
+        assert np.array_equal(outcome.outputs, fresh)

@@ -73,6 +73,20 @@ class PrometheusMetrics:
             buckets=HTTP_BUCKETS,
             registry=registry,
         )
+        self.stream_chunks = Counter(
+            "lstm_stream_chunks",
+            "Chunks answered on long-lived streams (one per WebSocket message), by transport "
+            "and outcome: applied, replayed, or the error code.",
+            ["transport", "outcome"],
+            registry=registry,
+        )
+        self.streams_open = Gauge(
+            "lstm_streams_open",
+            "Streams (WebSockets) open now, by transport.",
+            ["transport"],
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self.errors = Counter(
             "lstm_errors", "Error responses, by stable error code.", ["code"], registry=registry
         )
@@ -117,6 +131,7 @@ class PrometheusMetrics:
         self._redis: dict[str, Histogram] = {}
         self._events: dict[str, Counter] = {}
         self._codes: dict[str, Counter] = {}
+        self._stream_chunks: dict[tuple[str, str], Counter] = {}
 
     def request_done(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in METHODS:
@@ -138,6 +153,19 @@ class PrometheusMetrics:
             self._grpc[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def stream_chunk(self, transport: str, outcome: str) -> None:
+        key = (transport, outcome)
+        child = self._stream_chunks.get(key)
+        if child is None:
+            child = self._stream_chunks[key] = self.stream_chunks.labels(*key)
+        child.inc()
+
+    def stream_opened(self, transport: str) -> None:
+        self.streams_open.labels(transport).inc()
+
+    def stream_closed(self, transport: str) -> None:
+        self.streams_open.labels(transport).dec()
 
     def error(self, code: str) -> None:
         child = self._codes.get(code)

@@ -1,4 +1,5 @@
-"""Per request: an `X-Request-ID`, one JSON access-log line and the HTTP metrics."""
+"""Per request: an `X-Request-ID`, one JSON access-log line and the HTTP metrics; per
+WebSocket stream, a line when it opens and one when it closes, with what it answered."""
 
 import json
 import logging
@@ -6,11 +7,12 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from re import Pattern
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Match, Mount, Route, compile_path
+from starlette.routing import Match, Mount, Route, WebSocketRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import clip
@@ -26,6 +28,24 @@ UNMATCHED = "<unmatched>"
 CLIENT_GONE = 499
 # Path parameters worth a field of their own in the access log.
 _LOGGED_PARAMS = ("session_id", "model")
+SWITCHING_PROTOCOLS = 101
+# A handshake closed before it was accepted, with no HTTP answer: refused (ASGI spec).
+REFUSED_WITHOUT_ANSWER = 403
+
+
+@dataclass
+class StreamTally:
+    """What one WebSocket stream answered: its route counts here, its close line tells."""
+
+    chunks: int = 0
+    replayed: int = 0
+    errors: int = 0
+    close_code: int | None = None
+
+
+def stream_tally(scope: Scope) -> StreamTally:
+    tally: StreamTally = scope.setdefault("state", {}).setdefault("stream", StreamTally())
+    return tally
 
 
 _second: tuple[int, str] = (-1, "")
@@ -58,7 +78,7 @@ def route_templates(app: FastAPI) -> list[tuple[Pattern[str], str]]:
     """Every documented path template, and the app's own top-level routes and mounts."""
     found = [(compile_path(path)[0], path) for path in app.openapi().get("paths", {})]
     for route in app.routes:
-        if isinstance(route, Route | Mount):
+        if isinstance(route, Route | WebSocketRoute | Mount):
             found.append((route.path_regex, route.path))
     return found
 
@@ -98,6 +118,9 @@ class RequestObserver:
         self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._stream(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -125,6 +148,73 @@ class RequestObserver:
             # Still 0: cancelled before answering (the client went away), logged as nginx does.
             self._done(scope, request_id, status or CLIENT_GONE, time.perf_counter() - started)
 
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        tally = stream_tally(scope)
+        status = 0
+        header = (REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if not status:  # only the handshake's answer: every later message goes straight on
+                kind = message["type"]
+                if kind == "websocket.accept" or kind == "websocket.http.response.start":
+                    status = message.get("status", SWITCHING_PROTOCOLS)
+                    message["headers"] = [*message.get("headers", ()), header]
+                elif kind == "websocket.close":
+                    status = REFUSED_WITHOUT_ANSWER
+                if status == SWITCHING_PROTOCOLS:
+                    self.metrics.stream_opened("websocket")
+                    self._log_stream(scope, request_id, "open", status)
+            elif message["type"] == "websocket.close" and tally.close_code is None:
+                tally.close_code = message.get("code", 1000)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            if status == SWITCHING_PROTOCOLS:
+                self.metrics.stream_closed("websocket")
+                self._log_stream(scope, request_id, "close", status, seconds, tally)
+            else:  # refused, or the client left before an answer (logged as nginx does)
+                code = scope["state"].get("error_code")
+                if code is None and status:
+                    code = f"http_{status}"
+                if code is not None:
+                    self.metrics.error(code)
+                self._log_stream(
+                    scope, request_id, "refused", status or CLIENT_GONE, seconds, code=code
+                )
+
+    def _log_stream(
+        self,
+        scope: Scope,
+        request_id: str,
+        event: str,
+        status: int,
+        seconds: float | None = None,
+        tally: StreamTally | None = None,
+        code: str | None = None,
+    ) -> None:
+        if not (self.log_requests and access_log.isEnabledFor(logging.INFO)):
+            return
+        route, params = self._template(scope)
+        line = self._line(scope, "GET", route, status, request_id, params)
+        line["event"] = event
+        if seconds is not None:
+            line["duration_ms"] = round(seconds * 1000, 3)
+        if tally is not None:
+            line["chunks"] = tally.chunks
+            line["replayed"] = tally.replayed
+            line["errors"] = tally.errors
+            line["close_code"] = tally.close_code
+        if code is not None:
+            line["error"] = code
+        access_log.info(json.dumps(line, ensure_ascii=False))
+
     def _template(self, scope: Scope) -> tuple[str, dict[str, Any]]:
         """The route template and path parameters; never the raw path (it holds ids)."""
         route = scope.get("route")
@@ -149,19 +239,34 @@ class RequestObserver:
         if code is not None:
             self.metrics.error(code)
         if self.log_requests and access_log.isEnabledFor(logging.INFO):
-            line: dict[str, Any] = {
-                "ts": log_timestamp(time.time()),
-                "method": scope["method"],
-                "route": route,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 3),
-                "request_id": request_id,
-            }
-            for name in _LOGGED_PARAMS:
-                if name in params:
-                    line[name] = clip(str(params[name]))
-            if "namespace" in state:
-                line["key_id"] = state["namespace"]
+            line = self._line(scope, scope["method"], route, status, request_id, params)
+            line["duration_ms"] = round(seconds * 1000, 3)
             if code is not None:
                 line["error"] = code
             access_log.info(json.dumps(line, ensure_ascii=False))
+
+    @staticmethod
+    def _line(
+        scope: Scope,
+        method: str,
+        route: str,
+        status: int,
+        request_id: str,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "ts": log_timestamp(time.time()),
+            "method": method,
+            "route": route,
+            "status": status,
+            "request_id": request_id,
+        }
+        for name in _LOGGED_PARAMS:
+            if name in params:
+                line[name] = clip(str(params[name]))
+        state = scope.get("state", {})
+        if "namespace" in state:
+            line["key_id"] = state["namespace"]
+        if "error_code" in state:
+            line["error"] = state["error_code"]
+        return line

@@ -49,7 +49,7 @@ class KeyedLocks:
 class Turn:
     """One caller's turn on one key (a class, not a generator: it runs once per chunk)."""
 
-    __slots__ = ("_locks", "_key", "_entry", "_acquired")
+    __slots__ = ("_acquired", "_entry", "_key", "_locks")
 
     def __init__(self, locks: KeyedLocks, key: Hashable) -> None:
         self._locks = locks

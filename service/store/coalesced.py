@@ -57,12 +57,11 @@ class CoalescedWrites:
         self.calls += 1
         try:
             if len(items) == 1:
-                write = items[0].write
-                outcomes = [
-                    await self.inner.compare_and_set(
-                        namespace, write.session_id, write.expected_prefix, write.value, write.ttl_ms
-                    )
-                ]
+                one = items[0].write
+                outcome = await self.inner.compare_and_set(
+                    namespace, one.session_id, one.expected_prefix, one.value, one.ttl_ms
+                )
+                outcomes = [outcome]
             else:
                 outcomes = await self.inner.compare_and_set_many(
                     namespace, [item.write for item in items]

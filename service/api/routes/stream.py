@@ -7,7 +7,8 @@ frame is the chunk's little-endian float32 rows and gets the outputs the same wa
 binary chunk's offset is `?offset=n` for the first one, then the step after the last chunk
 answered on this socket (none known: appended, as a JSON chunk without `offset`).
 Errors are the route's `{"error": {...}}` objects as text messages; the socket stays open
-for the next chunk unless the session is gone.
+for the next chunk unless the session is gone. Every chunk is counted (`lstm_stream_chunks`,
+by outcome) and the stream's close line in the access log says how many it answered.
 """
 
 import re
@@ -20,14 +21,17 @@ from service.api import present
 from service.api.bodies import chunk_from_json, encoded, float32_bytes, floats_from_bytes
 from service.api.deps import DEFAULT_NAMESPACE
 from service.api.errors import error_text, refuse_websocket
+from service.api.observe import stream_tally
 from service.api.schemas import SESSION_ID_PATTERN
 from service.core.session_record import SessionRecord
 from service.core.sessions import SessionService
+from service.metrics import PrometheusMetrics
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 # After these the socket is closed (code 4000 + HTTP status): no later chunk can succeed.
 FATAL = (errors.SessionNotFound, errors.ModelNotFound)
+TRANSPORT = "websocket"
 SESSION_ID = re.compile(SESSION_ID_PATTERN)
 
 
@@ -43,7 +47,9 @@ def _offset(raw: str | None) -> int | None:
 async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
     sessions: SessionService = websocket.app.state.sessions
     max_bytes: int = websocket.app.state.settings.max_body_bytes
+    metrics: PrometheusMetrics = websocket.app.state.metrics
     namespace = websocket.scope.get("state", {}).get("namespace", DEFAULT_NAMESPACE)
+    tally = stream_tally(websocket.scope)
     try:
         if not SESSION_ID.match(session_id):
             raise errors.InvalidInput(f"session id must match {SESSION_ID_PATTERN}")
@@ -57,6 +63,7 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                tally.close_code = message.get("code", 1000)
                 return
             frame = message.get("bytes")
             try:
@@ -69,12 +76,21 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
                 result = await sessions.predict(namespace, session_id, x, offset, known)
             except errors.ServiceError as error:
                 known = None
+                tally.errors += 1
+                metrics.stream_chunk(TRANSPORT, error.code)
+                metrics.error(error.code)
                 await websocket.send_text(error_text(error))
                 if isinstance(error, FATAL):
                     await websocket.close(code=4000 + error.status, reason=error.code)
                     return
                 continue
             known, next_offset = result.record, result.record.steps
+            tally.chunks += 1
+            if result.replayed:
+                tally.replayed += 1
+                metrics.stream_chunk(TRANSPORT, "replayed")
+            else:
+                metrics.stream_chunk(TRANSPORT, "applied")
             if frame is not None:
                 await websocket.send_bytes(float32_bytes(result.outputs))
             else:

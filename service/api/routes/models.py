@@ -9,6 +9,7 @@ from service.api import present
 from service.api.bodies import (
     binary_answer,
     binary_response,
+    heavy_work,
     json_answer,
     read_sequence,
     request_body,
@@ -23,6 +24,7 @@ from service.api.schemas import (
     PredictResponse,
     SessionInfo,
 )
+from service.api.tensor_json import encode_values
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -90,9 +92,8 @@ async def predict(
     outputs = await sessions.predict_stateless(namespace, served, x)
     if wants_binary(request):
         return binary_answer(outputs, {"model-version": served.version})
-    return json_answer(
-        {"model": served.name, "model_version": served.version, "outputs": outputs.tolist()}
-    )
+    encoded = await encode_values(heavy_work(request), outputs)
+    return json_answer({"model": served.name, "model_version": served.version, "outputs": encoded})
 
 
 @router.post(

@@ -1,0 +1,135 @@
+"""Large JSON tensors decoded and encoded off the event loop, in slices.
+
+Decoding a multi-megabyte JSON body, or encoding 800,000 output values, is one long C call
+that holds the interpreter lock: run on the event loop (or in one piece in a thread) it
+stalls every other request for its whole length. Here the work runs in the heavy-work
+thread (`HeavyWork.call`) in slices of about `SLICE_BYTES` of JSON each, so the loop
+serves other keys' short chunks between slices.
+
+Decoding: one pass checks the whole document's syntax and its fields other than `inputs`
+(`inputs` kept as raw JSON), then the rows are cut after a `]` that a `,` follows and
+decoded piece by piece. If every piece `[A]`, `[B]`, ... is a JSON list of rows, then
+`[A,B,...]` (the original) is the list of all their rows, wherever the cuts fell; if a
+piece is not, the whole body is decoded again the ordinary way for the ordinary error.
+"""
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+
+from service.core.arrays import Floats
+from service.core.fairness import HeavyWork
+from service.core.inputs import as_array
+from service.errors import InvalidInput
+
+SLICE_BYTES = 256 * 1024
+# Output values encoded per slice: about SLICE_BYTES of JSON text.
+SLICE_VALUES = SLICE_BYTES // 16
+_WHITESPACE = b" \t\r\n"
+# A row's end is the first `]` after a cut's target in a list of numbers, the second or so in
+# other valid JSON; past this many tries the rest stays one piece (and fails as one).
+_CUT_TRIES = 64
+
+
+class _Sequence(msgspec.Struct, forbid_unknown_fields=True):
+    inputs: msgspec.Raw
+
+
+class _Chunk(_Sequence, forbid_unknown_fields=True):
+    offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+_SKELETONS: dict[bool, msgspec.json.Decoder[_Sequence]] = {
+    False: msgspec.json.Decoder(_Sequence),
+    True: msgspec.json.Decoder(_Chunk),
+}
+_ROWS = msgspec.json.Decoder(list[list[float]])
+_ENCODER = msgspec.json.Encoder()
+
+
+def _skeleton(body: bytes, chunk: bool) -> tuple[bytes, list[tuple[int, int]], int | None] | None:
+    """The inside of the `inputs` list, its cuts, and the offset; None when the ordinary
+    decoding must answer (the body is not such a document)."""
+    try:
+        skeleton = _SKELETONS[chunk].decode(body)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    raw = bytes(skeleton.inputs).strip(_WHITESPACE)
+    if len(raw) < 2 or raw[:1] != b"[" or raw[-1:] != b"]":
+        return None
+    rows = raw[1:-1]
+    return rows, _cuts(rows, SLICE_BYTES), getattr(skeleton, "offset", None)
+
+
+def _cuts(rows: bytes, size: int) -> list[tuple[int, int]]:
+    """Spans of `rows` (a list's inside) of about `size` bytes, each ending after a `]`
+    that a `,` follows; the commas between spans are left out."""
+    spans, start = [], 0
+    while len(rows) - start > size:
+        close = rows.find(b"]", start + size)
+        for _ in range(_CUT_TRIES):
+            if close == -1:
+                break
+            after = close + 1
+            while after < len(rows) and rows[after] in _WHITESPACE:
+                after += 1
+            if after < len(rows) and rows[after] == ord(","):
+                break
+            close = rows.find(b"]", close + 1)
+        else:
+            close = -1
+        if close == -1:
+            break
+        spans.append((start, close + 1))
+        start = after + 1
+    spans.append((start, len(rows)))
+    return spans
+
+
+def _piece(rows: bytes, start: int, end: int) -> Floats | None:
+    try:
+        return as_array(_ROWS.decode(b"[" + rows[start:end] + b"]"))
+    except (msgspec.DecodeError, InvalidInput):
+        return None
+
+
+async def decode_rows(
+    heavy: HeavyWork,
+    body: bytes,
+    chunk: bool,
+    ordinary: Callable[[bytes], tuple[Floats, int | None]],
+) -> tuple[Floats, int | None]:
+    """A JSON body `{"inputs": T x F[, "offset": n]}` decoded in slices in the heavy-work
+    thread; `ordinary(body)` (same result, same errors) decodes it when a slice fails."""
+    skeleton = await heavy.call(_skeleton, body, chunk)
+    if skeleton is None:
+        return await heavy.call(ordinary, body)
+    rows, cuts, offset = skeleton
+    pieces: list[Floats] = []
+    for start, end in cuts:
+        piece = await heavy.call(_piece, rows, start, end)
+        if piece is None or (pieces and piece.shape[1] != pieces[0].shape[1]):
+            return await heavy.call(ordinary, body)
+        pieces.append(piece)
+    x = pieces[0] if len(pieces) == 1 else await heavy.call(np.concatenate, pieces)
+    return x, offset
+
+
+def _encoded(values: Any) -> bytes:
+    return _ENCODER.encode(values.tolist())
+
+
+async def encode_values(heavy: HeavyWork, values: Floats) -> msgspec.Raw:
+    """`values.tolist()` as JSON, for embedding in an answer (msgspec encodes a `Raw` as is);
+    a large array is encoded in slices (of whole rows) in the heavy-work thread."""
+    if values.size <= SLICE_VALUES:
+        return msgspec.Raw(_encoded(values))
+    row = max(1, values.size // max(1, len(values)))
+    step = max(1, SLICE_VALUES // row)
+    parts = [
+        (await heavy.call(_encoded, values[start : start + step]))[1:-1]
+        for start in range(0, len(values), step)
+    ]
+    return msgspec.Raw(b"[" + b",".join(parts) + b"]")

@@ -117,8 +117,10 @@ async def decode_rows(
     return x, offset
 
 
-def _encoded(values: Any) -> bytes:
-    return _ENCODER.encode(values.tolist())
+def _encoded(values: Any, first: bool = True, last: bool = True) -> bytes:
+    """`values` as a JSON list; without its `[` unless `first`, its `]` unless `last`."""
+    text = _ENCODER.encode(values.tolist())
+    return text[0 if first else 1 : len(text) if last else -1]
 
 
 async def encode_values(heavy: HeavyWork, values: Floats) -> msgspec.Raw:
@@ -126,10 +128,11 @@ async def encode_values(heavy: HeavyWork, values: Floats) -> msgspec.Raw:
     a large array is encoded in slices (of whole rows) in the heavy-work thread."""
     if values.size <= SLICE_VALUES:
         return msgspec.Raw(_encoded(values))
-    row = max(1, values.size // max(1, len(values)))
+    row = values.size // len(values)
     step = max(1, SLICE_VALUES // row)
+    starts = range(0, len(values), step)
     parts = [
-        (await heavy.call(_encoded, values[start : start + step]))[1:-1]
-        for start in range(0, len(values), step)
+        await heavy.call(_encoded, values[start : start + step], start == 0, start == starts[-1])
+        for start in starts
     ]
-    return msgspec.Raw(b"[" + b",".join(parts) + b"]")
+    return msgspec.Raw(b",".join(parts))

@@ -11,7 +11,7 @@ from service import __version__
 from service.api.bodies import heavy_work
 from service.api.deps import ModelName, Models, Namespace, Sessions
 from service.api.errors import render
-from service.api.tensor_json import encode_values
+from service.api.tensor_json import SLICE_VALUES, encode_values
 from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
 from service.api.v2_codec import encode_response as encode
 from service.core.fairness import LARGE_BODY_BYTES
@@ -149,7 +149,10 @@ async def infer(
         }
     outputs = inference.outputs
     data = None if call.binary_output else await encode_values(heavy, outputs.ravel())
-    content, headers = encode(header, spec, outputs, call.binary_output, data)
+    answer = (header, spec, outputs, call.binary_output, data)
+    # Copying megabytes of answer holds the interpreter lock too: beside the loop if large.
+    large = outputs.size > SLICE_VALUES
+    content, headers = await heavy.call(encode, *answer) if large else encode(*answer)
     media_type = "application/octet-stream" if headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 

@@ -8,6 +8,7 @@ from service.api import present
 from service.api.bodies import (
     binary_answer,
     binary_response,
+    heavy_work,
     json_answer,
     read_chunk,
     request_body,
@@ -16,6 +17,7 @@ from service.api.bodies import (
 from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunkResponse, ResetRequest, SessionInfo
+from service.api.tensor_json import SLICE_VALUES, encode_values
 from service.core.sessions import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -91,7 +93,9 @@ async def answer_chunk(request: Request, session_id: str, offset: int | None) ->
                 "replayed": "true" if result.replayed else "false",
             },
         )
-    return json_answer(present.chunk_result(session_id, result))
+    large = result.outputs.size > SLICE_VALUES
+    outputs = await encode_values(heavy_work(request), result.outputs) if large else None
+    return json_answer(present.chunk_result(session_id, result, outputs))
 
 
 @router.post(

@@ -78,11 +78,13 @@ class HeavyWork:
             yield
             return
         with self._admitted(namespace):
-            token = _HELD.set(self)
+            # Set back rather than reset by token: a body may be read from a child task.
+            previous = _HELD.get()
+            _HELD.set(self)
             try:
                 yield
             finally:
-                _HELD.reset(token)
+                _HELD.set(previous)
 
     @contextlib.contextmanager
     def _admitted(self, namespace: str) -> Iterator[None]:

@@ -90,8 +90,9 @@ class Settings(BaseSettings):
     count); creating one more is 429 `too_many_sessions`. 0: no limit."""
 
     max_heavy_per_key: int = Field(2, gt=0)
-    """Most requests of more than 32 timesteps (batch x steps) one API key may have in
-    progress per process; one more is 429 `rate_limited` with `Retry-After`."""
+    """Most requests of more than 32 timesteps (batch x steps), or with a body over 64 KiB,
+    one API key may have in progress per process; one more is 429 `rate_limited` with
+    `Retry-After` (for a large body, before it is read)."""
 
     max_heavy_total: int = Field(4, gt=0)
     """Most requests of more than 32 timesteps in progress per process, all keys together;

@@ -6,13 +6,16 @@ stalls every other request for its whole length. Here the work runs in the heavy
 thread (`HeavyWork.call`) in slices of about `SLICE_BYTES` of JSON each, so the loop
 serves other keys' short chunks between slices.
 
-Decoding: one pass checks the whole document's syntax and its fields other than `inputs`
-(`inputs` kept as raw JSON), then the rows are cut after a `]` that a `,` follows and
-decoded piece by piece. If every piece `[A]`, `[B]`, ... is a JSON list of rows, then
-`[A,B,...]` (the original) is the list of all their rows, wherever the cuts fell; if a
-piece is not, the whole body is decoded again the ordinary way for the ordinary error.
+Decoding: the document around the `inputs` rows is checked alone (found at once when the
+body starts `{"inputs": [` and ends with the list, the offset and `}`; otherwise by one
+pass over the whole body with `inputs` kept raw), then the rows are cut after a `]` that a
+`,` follows and decoded piece by piece. If every piece `[A]`, `[B]`, ... is a JSON list of
+rows, then `[A,B,...]` (the original) is the list of all their rows, wherever the cuts
+fell; if a piece is not, the whole body is decoded again the ordinary way for the ordinary
+error.
 """
 
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -49,48 +52,77 @@ _ROWS = msgspec.json.Decoder(list[list[float]])
 _ENCODER = msgspec.json.Encoder()
 
 
-def _skeleton(body: bytes, chunk: bool) -> tuple[bytes, list[tuple[int, int]], int | None] | None:
-    """The inside of the `inputs` list, its cuts, and the offset; None when the ordinary
-    decoding must answer (the body is not such a document)."""
+# `{"inputs": [` at the start, and `]` then only the offset and `}` at the end: the list's
+# span is known without reading the rows, and what surrounds it is checked alone.
+_HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"inputs"[ \t\r\n]*:[ \t\r\n]*\[')
+_TAIL = re.compile(rb'\][ \t\r\n]*(,[ \t\r\n]*"offset"[ \t\r\n]*:[^\]\[{}",]*)?\}[ \t\r\n]*\Z')
+_TAIL_BYTES = 256
+
+Layout = tuple[list[tuple[int, int]], int | None]  # the rows' cuts in the body, the offset
+
+
+def _layout(body: bytes, chunk: bool) -> Layout | None:
+    """Where the `inputs` rows are in `body` (cut in slices) and the offset; None when the
+    ordinary decoding must answer (the body is not such a document)."""
+    head = _HEAD.match(body)
+    tail = _TAIL.search(body, max(0, len(body) - _TAIL_BYTES)) if head else None
+    if head and tail and tail.start() >= head.end() - 1:
+        rows = (head.end(), tail.start())  # inside the list
+        outline = body[: rows[0]] + body[rows[1] :]  # `{"inputs": []...}`
+    else:  # another layout: one pass over the whole body finds the list
+        return _layout_by_decoding(body, chunk)
     try:
-        skeleton = _SKELETONS[chunk].decode(body)
+        skeleton = _SKELETONS[chunk].decode(outline)
     except msgspec.DecodeError:  # ValidationError included
         return None
-    raw = bytes(skeleton.inputs).strip(_WHITESPACE)
-    if len(raw) < 2 or raw[:1] != b"[" or raw[-1:] != b"]":
+    return _cuts(body, *rows, SLICE_BYTES), getattr(skeleton, "offset", None)
+
+
+def _layout_by_decoding(body: bytes, chunk: bool) -> Layout | None:
+    try:
+        skeleton = _SKELETONS[chunk].decode(body)
+    except msgspec.DecodeError:
         return None
-    rows = raw[1:-1]
-    return rows, _cuts(rows, SLICE_BYTES), getattr(skeleton, "offset", None)
+    raw = bytes(skeleton.inputs)
+    head = raw.find(b"[")
+    close = raw.rfind(b"]")
+    if head == -1 or close <= head or raw[:head].strip(_WHITESPACE):
+        return None
+    start = body.find(raw)  # the raw list is a slice of the body itself
+    if start == -1:
+        return None
+    offset = getattr(skeleton, "offset", None)
+    return _cuts(body, start + head + 1, start + close, SLICE_BYTES), offset
 
 
-def _cuts(rows: bytes, size: int) -> list[tuple[int, int]]:
-    """Spans of `rows` (a list's inside) of about `size` bytes, each ending after a `]`
-    that a `,` follows; the commas between spans are left out."""
-    spans, start = [], 0
-    while len(rows) - start > size:
-        close = rows.find(b"]", start + size)
+def _cuts(data: bytes, start: int, end: int, size: int) -> list[tuple[int, int]]:
+    """Spans of `data[start:end]` (a list's inside) of about `size` bytes, each ending after
+    a `]` that a `,` follows; the commas between spans are left out."""
+    spans = []
+    while end - start > size:
+        close = data.find(b"]", start + size, end)
         for _ in range(_CUT_TRIES):
             if close == -1:
                 break
             after = close + 1
-            while after < len(rows) and rows[after] in _WHITESPACE:
+            while after < end and data[after] in _WHITESPACE:
                 after += 1
-            if after < len(rows) and rows[after] == ord(","):
+            if after < end and data[after] == ord(","):
                 break
-            close = rows.find(b"]", close + 1)
+            close = data.find(b"]", close + 1, end)
         else:
             close = -1
         if close == -1:
             break
         spans.append((start, close + 1))
         start = after + 1
-    spans.append((start, len(rows)))
+    spans.append((start, end))
     return spans
 
 
-def _piece(rows: bytes, start: int, end: int) -> Floats | None:
+def _piece(data: bytes, start: int, end: int) -> Floats | None:
     try:
-        return as_array(_ROWS.decode(b"[" + rows[start:end] + b"]"))
+        return as_array(_ROWS.decode(b"[" + data[start:end] + b"]"))
     except (msgspec.DecodeError, InvalidInput):
         return None
 
@@ -103,13 +135,13 @@ async def decode_rows(
 ) -> tuple[Floats, int | None]:
     """A JSON body `{"inputs": T x F[, "offset": n]}` decoded in slices in the heavy-work
     thread; `ordinary(body)` (same result, same errors) decodes it when a slice fails."""
-    skeleton = await heavy.call(_skeleton, body, chunk)
-    if skeleton is None:
+    layout = await heavy.call(_layout, body, chunk)
+    if layout is None:
         return await heavy.call(ordinary, body)
-    rows, cuts, offset = skeleton
+    cuts, offset = layout
     pieces: list[Floats] = []
     for start, end in cuts:
-        piece = await heavy.call(_piece, rows, start, end)
+        piece = await heavy.call(_piece, body, start, end)
         if piece is None or (pieces and piece.shape[1] != pieces[0].shape[1]):
             return await heavy.call(ordinary, body)
         pieces.append(piece)

@@ -33,10 +33,14 @@ def sliced(heavy, body: bytes, chunk: bool):
 
 @pytest.mark.parametrize("steps", [1, 7, 400])
 @pytest.mark.parametrize("indent", [None, 2])
-def test_sliced_decoding_gives_the_bits_of_one_decode(heavy, steps, indent):
+@pytest.mark.parametrize("offset_first", [True, False])  # the two ways of finding the rows
+def test_sliced_decoding_gives_the_bits_of_one_decode(heavy, steps, indent, offset_first):
     rng = np.random.default_rng(steps)
     values = rng.normal(size=(steps, 16)) * 10.0 ** rng.integers(-30, 30, size=(steps, 16))
-    body = json.dumps({"offset": 3, "inputs": values.tolist()}, indent=indent).encode()
+    fields = {"offset": 3, "inputs": values.tolist()}
+    if not offset_first:
+        fields = {"inputs": fields["inputs"], "offset": 3}
+    body = json.dumps(fields, indent=indent).encode() + b" \n"
     x, offset = sliced(heavy, body, chunk=True)
     reference = values.astype(np.float32)  # numpy's rounding, not the service's decoder
     assert offset == 3
@@ -53,6 +57,13 @@ BAD_BODIES = [
     b'{"inputs": [[1, 2]], "other": 1}',
     b'{"inputs": [["],["], [1, 2]]}',
     b'{"inputs": [[[1], [2]], [[3], [4]]]}',
+    b'{"inputs": [[1, 2]], "offset": "1"}',
+    b'{"inputs": [[1, 2]], "offset": 1',
+    b'{"inputs": [[1, 2]]} [',
+    b'{"inputs": [[1, 2]]]}',
+    b'{"inputs": [[1, 2], [3, 4]}',
+    b'{"inputs": [[1, 2]], "offset": 1, "x": [[1]]}',
+    b'{"offset": 1, "inputs": "[[1, 2]]"}',
     json.dumps({"inputs": [[0.5] * 16] * 300 + [[0.5] * 15] + [[0.5] * 16] * 50}).encode(),
 ]
 
@@ -74,3 +85,9 @@ def test_sliced_encoding_gives_the_values(heavy, monkeypatch, shape):
     values = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     encoded = asyncio.run(encode_values(heavy, values))
     assert json.loads(bytes(encoded)) == values.tolist()
+
+
+def test_a_repeated_field_decodes_as_one_decode_does(heavy):
+    body = b'{"inputs": [[1, 2]], "offset": 1, "inputs": [[3, 4]]}'  # the last one counts
+    x, offset = sliced(heavy, body, chunk=True)
+    assert x.tolist() == [[3.0, 4.0]] and offset == 1

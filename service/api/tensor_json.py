@@ -167,4 +167,4 @@ async def encode_values(heavy: HeavyWork, values: Floats) -> msgspec.Raw:
         await heavy.call(_encoded, values[start : start + step], start == 0, start == starts[-1])
         for start in starts
     ]
-    return msgspec.Raw(b",".join(parts))
+    return msgspec.Raw(await heavy.call(b",".join, parts))

@@ -197,3 +197,41 @@ def test_a_short_chunk_of_another_key_is_answered_while_a_large_json_body_is_dec
     )
     expected = np.frombuffer(binary.content, "<f4").reshape(500, -1)
     assert np.array(large.json()["outputs"], np.float32).tobytes() == expected.tobytes()
+
+
+def test_long_json_answers_encoded_in_slices_hold_the_binary_answers_values(admitting, monkeypatch):
+    from service.api.routes import models, sessions, v2
+
+    for module in (tensor_json, models, sessions, v2):
+        monkeypatch.setattr(module, "SLICE_VALUES", 100)  # 300 steps x 8 outputs: 24 slices
+    inputs = np.random.default_rng(3).normal(size=(300, 16)).astype(np.float32)
+    key = bearer(KEY)
+    binary = {
+        **key,
+        "content-type": "application/octet-stream",
+        "accept": "application/octet-stream",
+    }
+    expected = np.frombuffer(
+        admitting.post(
+            "/v1/models/sensor-lstm/predict", content=inputs.tobytes(), headers=binary
+        ).content,
+        "<f4",
+    ).reshape(300, 8)
+    predicted = admitting.post(
+        "/v1/models/sensor-lstm/predict", json={"inputs": inputs.tolist()}, headers=key
+    )
+    created = admitting.post("/v1/models/sensor-lstm/sessions", headers=key).json()["session_id"]
+    chunk = admitting.post(
+        f"/v1/sessions/{created}/predict", json={"inputs": inputs.tolist()}, headers=key
+    )
+    tensor = {
+        "name": "inputs",
+        "datatype": "FP32",
+        "shape": [1, 300, 16],
+        "data": inputs.ravel().tolist(),
+    }
+    answer = admitting.post("/v2/models/sensor-lstm/infer", json={"inputs": [tensor]}, headers=key)
+    assert np.array(predicted.json()["outputs"], np.float32).tobytes() == expected.tobytes()
+    assert np.array(chunk.json()["outputs"], np.float32).tobytes() == expected.tobytes()
+    data = answer.json()["outputs"][0]["data"]
+    assert np.array(data, np.float32).reshape(300, 8).tobytes() == expected.tobytes()

@@ -10,6 +10,7 @@ from service.api.bodies import (
     binary_response,
     heavy_work,
     json_answer,
+    large_json_answer,
     read_chunk,
     request_body,
     wants_binary,
@@ -93,9 +94,11 @@ async def answer_chunk(request: Request, session_id: str, offset: int | None) ->
                 "replayed": "true" if result.replayed else "false",
             },
         )
-    large = result.outputs.size > SLICE_VALUES
-    outputs = await encode_values(heavy_work(request), result.outputs) if large else None
-    return json_answer(present.chunk_result(session_id, result, outputs))
+    if result.outputs.size <= SLICE_VALUES:
+        return json_answer(present.chunk_result(session_id, result))
+    heavy = heavy_work(request)
+    outputs = await encode_values(heavy, result.outputs)
+    return await large_json_answer(heavy, present.chunk_result(session_id, result, outputs), True)
 
 
 @router.post(

@@ -57,6 +57,7 @@ _ENCODER = msgspec.json.Encoder()
 _HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"inputs"[ \t\r\n]*:[ \t\r\n]*\[')
 _TAIL = re.compile(rb'\][ \t\r\n]*(,[ \t\r\n]*"offset"[ \t\r\n]*:[^\]\[{}",]*)?\}[ \t\r\n]*\Z')
 _TAIL_BYTES = 256
+_SPACES = re.compile(rb"[ \t\r\n]*")
 
 Layout = tuple[list[tuple[int, int]], int | None]  # the rows' cuts in the body, the offset
 
@@ -104,9 +105,7 @@ def _cuts(data: bytes, start: int, end: int, size: int) -> list[tuple[int, int]]
         for _ in range(_CUT_TRIES):
             if close == -1:
                 break
-            after = close + 1
-            while after < end and data[after] in _WHITESPACE:
-                after += 1
+            after = _SPACES.match(data, close + 1, end).end()  # type: ignore[union-attr]
             if after < end and data[after] == ord(","):
                 break
             close = data.find(b"]", close + 1, end)

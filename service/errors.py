@@ -263,6 +263,15 @@ class RateLimited(ServiceError):
         )
 
     @classmethod
+    def body_bytes(cls, limit: int, large: int, whole_server: bool = False) -> Self:
+        holder = "the server" if whole_server else "this API key"
+        return cls(
+            f"{holder} would have more than {limit} bytes of request bodies over {large} "
+            "bytes being read at once",
+            limit_bytes=limit,
+        )
+
+    @classmethod
     def request_rate(cls, per_second: float, retry_after_seconds: int) -> Self:
         return cls(
             f"this API key sends more than {per_second:g} requests per second",

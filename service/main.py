@@ -16,12 +16,13 @@ from service.api.errors import install_error_handlers
 from service.api.fast_path import ChunkFastPath
 from service.api.grpc.server import GrpcServer
 from service.api.head import HeadAsGet
-from service.api.limits import BodySizeLimit
+from service.api.limits import BodyAdmission
 from service.api.observe import RequestObserver, route_templates
 from service.api.openapi import install_openapi
 from service.api.rate_limit import KeyRateLimit
 from service.api.routes import chunks, health, metrics, models, sessions, stream, v2
 from service.core.batcher import MicroBatcher
+from service.core.fairness import BodyBytes
 from service.core.kernel_cache import compile_kernels
 from service.core.repository import ModelRegistry, VersionPolicy
 from service.core.sequences import SequenceService
@@ -149,10 +150,15 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.state.metrics = telemetry
     install_error_handlers(app)
     # Added innermost first: RequestObserver sees everything, then auth, then the rate limit
-    # (it needs the key), then body limits, then the chunk route's fast path.
+    # (it needs the key), then the admission of bodies (it needs the key too), then the chunk
+    # route's fast path.
     if settings.chunk_fast_path:
         app.add_middleware(ChunkFastPath, service=app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyAdmission,
+        max_bytes=settings.max_body_bytes,
+        budget=BodyBytes(settings.max_body_bytes_per_key, settings.max_body_bytes_total),
+    )
     if settings.rate_limit_per_key > 0:
         app.add_middleware(
             KeyRateLimit, per_second=settings.rate_limit_per_key, burst=settings.rate_limit_burst

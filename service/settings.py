@@ -67,7 +67,15 @@ class Settings(BaseSettings):
     """Most chunks in one `POST /v1/chunks` request."""
 
     max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    """Largest request body accepted; larger is 413 `payload_too_large`."""
+    """Largest request body accepted; larger is 413 `payload_too_large`, before it is read."""
+
+    max_body_bytes_per_key: int = Field(32 * 1024 * 1024, gt=0)
+    """Most bytes of large request bodies (over 64 KiB) one API key may have being read and
+    parsed at once, per process; one more is 429 `rate_limited` with `Retry-After`, before
+    it is read. At least `max_body_bytes`."""
+
+    max_body_bytes_total: int = Field(64 * 1024 * 1024, gt=0)
+    """The same for all keys together, per process. At least `max_body_bytes_per_key`."""
 
     header_timeout_seconds: float = Field(10.0, gt=0)
     """Longest a client may take to send a request's headers, from connecting or from the
@@ -82,8 +90,9 @@ class Settings(BaseSettings):
     count); creating one more is 429 `too_many_sessions`. 0: no limit."""
 
     max_heavy_per_key: int = Field(2, gt=0)
-    """Most requests of more than 32 timesteps (batch x steps) one API key may have in
-    progress per process; one more is 429 `rate_limited` with `Retry-After`."""
+    """Most requests of more than 32 timesteps (batch x steps), or with a body over 64 KiB,
+    one API key may have in progress per process; one more is 429 `rate_limited` with
+    `Retry-After` (for a large body, before it is read)."""
 
     max_heavy_total: int = Field(4, gt=0)
     """Most requests of more than 32 timesteps in progress per process, all keys together;
@@ -168,6 +177,16 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_keys_are_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _body_budgets_hold_a_body(self) -> Self:
+        if not self.max_body_bytes <= self.max_body_bytes_per_key <= self.max_body_bytes_total:
+            raise ValueError(
+                f"max_body_bytes ({self.max_body_bytes}) <= max_body_bytes_per_key "
+                f"({self.max_body_bytes_per_key}) <= max_body_bytes_total "
+                f"({self.max_body_bytes_total}) must hold: a body allowed alone must fit"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_ttl_within_the_limit(self) -> Self:

@@ -15,7 +15,9 @@ import numpy as np
 from fastapi import Request, Response
 
 from service.api.schemas import SESSION_ID_PATTERN
+from service.api.tensor_json import decode_rows
 from service.core.arrays import Floats
+from service.core.fairness import LARGE_BODY_BYTES, HeavyWork
 from service.core.inputs import as_array
 from service.errors import InvalidInput
 
@@ -79,12 +81,21 @@ def floats_from_bytes(body: bytes) -> Floats:
     return np.frombuffer(body, dtype="<f4").astype(np.float32)
 
 
+def heavy_work(request: Request) -> HeavyWork:
+    heavy: HeavyWork = request.app.state.sessions.heavy
+    return heavy
+
+
 async def read_sequence(request: Request) -> Floats:
-    """(T, F) from JSON, or the flat float32 values of a binary body."""
+    """(T, F) from JSON, or the flat float32 values of a binary body. A large JSON body is
+    decoded off the event loop, in slices."""
     body = await request.body()
     if _is_binary(request):
         return floats_from_bytes(body)
-    return as_array(_decode(_SEQUENCE, body).inputs)
+    if len(body) > LARGE_BODY_BYTES:
+        x, _ = await decode_rows(heavy_work(request), body, False, sequence_and_no_offset)
+        return x
+    return sequence_from_json(body)
 
 
 async def read_chunk(request: Request, query_offset: int | None) -> tuple[Floats, int | None]:
@@ -92,8 +103,20 @@ async def read_chunk(request: Request, query_offset: int | None) -> tuple[Floats
     body = await request.body()
     if _is_binary(request):
         return floats_from_bytes(body), query_offset
-    x, offset = chunk_from_json(body)
+    if len(body) > LARGE_BODY_BYTES:
+        x, offset = await decode_rows(heavy_work(request), body, True, chunk_from_json)
+    else:
+        x, offset = chunk_from_json(body)
     return x, offset if offset is not None else query_offset
+
+
+def sequence_from_json(body: bytes | str) -> Floats:
+    """A JSON sequence (`{"inputs": T x F}`)."""
+    return as_array(_decode(_SEQUENCE, body).inputs)
+
+
+def sequence_and_no_offset(body: bytes) -> tuple[Floats, None]:
+    return sequence_from_json(body), None
 
 
 def chunk_from_json(body: bytes | str) -> tuple[Floats, int | None]:
@@ -118,6 +141,12 @@ def float32_bytes(outputs: Floats) -> bytes:
 
 def json_answer(content: dict[str, Any], status_code: int = 200) -> Response:
     return Response(encoded(content), status_code=status_code, media_type=JSON)
+
+
+async def large_json_answer(heavy: HeavyWork, content: dict[str, Any], large: bool) -> Response:
+    """`json_answer`; a large one (megabytes to copy) is assembled in the heavy-work thread."""
+    body = await heavy.call(encoded, content) if large else encoded(content)
+    return Response(body, media_type=JSON)
 
 
 def binary_answer(outputs: Floats, headers: dict[str, str]) -> Response:

@@ -19,7 +19,12 @@ from service.api.schemas import ErrorBody, error_body
 log = logging.getLogger(__name__)
 
 V2_PREFIX = "/v2"
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+}
 # V2 clients treat any 4xx as "bad request"; a missing sequence is the client's mistake.
 _V2_STATUS = {"invalid_input": 400, "session_not_found": 400, "model_version_mismatch": 400}
 

@@ -70,13 +70,14 @@ def session_info(session_id: str, record: SessionRecord) -> dict[str, Any]:
     }
 
 
-def chunk_result(session_id: str, result: ChunkResult) -> dict[str, Any]:
+def chunk_result(session_id: str, result: ChunkResult, outputs: Any = None) -> dict[str, Any]:
+    """`outputs`: the outputs encoded already (`tensor_json.encode_values`), if they are."""
     return {
         "session_id": session_id,
         "offset": result.offset,
         "steps": result.record.steps,
         "replayed": result.replayed,
-        "outputs": result.outputs.tolist(),
+        "outputs": result.outputs.tolist() if outputs is None else outputs,
     }
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from service.core.arrays import Floats
@@ -24,6 +25,7 @@ MAX_SEQUENCE_ID = 2**64 - 1
 MAX_SEQUENCE_ID_CHARS = 128
 _DIGITS = re.compile(r"[0-9]{1,19}")
 _DECOMPRESS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_ENCODER = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True)
@@ -267,17 +269,22 @@ def decode_request(
 
 
 def encode_response(
-    header: dict[str, Any], spec: TensorSpec, outputs: Floats, binary: bool
+    header: dict[str, Any],
+    spec: TensorSpec,
+    outputs: Floats,
+    binary: bool,
+    data: msgspec.Raw | None = None,
 ) -> tuple[bytes, dict[str, str]]:
-    """The response body (JSON, or JSON then binary data) and its extra headers."""
+    """The response body (JSON, or JSON then binary data) and its extra headers. `data`:
+    the outputs' values as JSON already (`tensor_json.encode_values`)."""
     tensor: dict[str, Any] = {"name": spec.name, "datatype": FP32, "shape": list(outputs.shape)}
     raw = b""
     if binary:
         raw = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
         tensor["parameters"] = {"binary_data_size": len(raw)}
     else:
-        tensor["data"] = outputs.ravel().tolist()
-    text = json.dumps({**header, "outputs": [tensor]}, separators=(",", ":")).encode()
+        tensor["data"] = data if data is not None else outputs.ravel().tolist()
+    text = _ENCODER.encode({**header, "outputs": [tensor]})
     if not binary:
         return text, {}
     return text + raw, {HEADER_LENGTH: str(len(text))}

@@ -1,17 +1,21 @@
 """Fair shares between API keys: a bound on concurrent heavy work, per key and in total,
-and on the memory one request's tensors may take."""
+on the bytes of large bodies being read, and on the memory one request's tensors may take."""
 
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import TypeVar
 
 import numpy as np
 
 from service.core.arrays import Floats
 from service.core.runner import StreamingRunner
 from service.errors import RateLimited, TensorsTooLarge
+
+T = TypeVar("T")
 
 # Work of more timesteps than this (batch x steps) runs in a worker thread: it is "heavy".
 THREAD_OFFLOAD_STEPS = 32
@@ -20,6 +24,11 @@ THREAD_OFFLOAD_STEPS = 32
 INLINE_BATCH_STEPS = 64 * THREAD_OFFLOAD_STEPS
 # Heavy work yields to other requests' heavy work between slices of this many timesteps.
 SLICE_STEPS = 256
+# A request body larger than this is "large": its bytes count against `BodyBytes`, and the
+# request is heavy work from its first byte.
+LARGE_BODY_BYTES = 64 * 1024
+# The HeavyWork whose admission the current request (its task) holds already.
+_HELD: ContextVar["HeavyWork | None"] = ContextVar("heavy_work_held", default=None)
 
 
 class HeavyWork:
@@ -45,19 +54,37 @@ class HeavyWork:
         self, namespace: str, runner: StreamingRunner, x: Floats, states: Floats
     ) -> tuple[Floats, Floats]:
         """`runner.step_batch(x, states)`, x: (B, T, F), computed slice by slice."""
-        with self._admitted(namespace):
-            loop = asyncio.get_running_loop()
+        with self.held(namespace):
             pieces = []
             width = max(1, self.slice_steps // x.shape[0])  # timesteps of all rows per slice
             for start in range(0, x.shape[1], width):
                 piece = x[:, start : start + width]
-                outputs, states = await loop.run_in_executor(
-                    self._thread, runner.step_batch, piece, states
-                )
+                outputs, states = await self.call(runner.step_batch, piece, states)
                 pieces.append(outputs)
         if not runner.per_step:
             return pieces[-1], states
         return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)), states
+
+    async def call(self, work: Callable[..., T], *args: object) -> T:
+        """`work(*args)` as one slice in the heavy-work thread, after the slices before it.
+        A slice should be short: the event loop waits for the interpreter lock it holds."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
+    @contextlib.contextmanager
+    def held(self, namespace: str) -> Iterator[None]:
+        """The current request counts as heavy work of `namespace` until the block ends
+        (429 `rate_limited` if it cannot); heavy work it runs meanwhile counts no further."""
+        if _HELD.get() is self:
+            yield
+            return
+        with self._admitted(namespace):
+            # Set back rather than reset by token: a body may be read from a child task.
+            previous = _HELD.get()
+            _HELD.set(self)
+            try:
+                yield
+            finally:
+                _HELD.set(previous)
 
     @contextlib.contextmanager
     def _admitted(self, namespace: str) -> Iterator[None]:
@@ -89,3 +116,29 @@ def check_tensor_bytes(runner: StreamingRunner, batch: int, steps: int, limit: i
     needed = tensor_bytes(runner, batch, steps)
     if needed > limit:
         raise TensorsTooLarge(batch, steps, needed, limit)
+
+
+class BodyBytes:
+    """Bytes of large request bodies being read and parsed, per key and in total: a body
+    that would take its key past `per_key`, or the process past `total`, is refused with
+    429 `rate_limited` before (or as soon as) its bytes arrive."""
+
+    def __init__(self, per_key: int, total: int) -> None:
+        self.per_key = per_key
+        self.total = total
+        self._by_key: Counter[str] = Counter()
+        self._taken = 0
+
+    def take(self, namespace: str, size: int) -> None:
+        if self._by_key[namespace] + size > self.per_key:
+            raise RateLimited.body_bytes(self.per_key, LARGE_BODY_BYTES)
+        if self._taken + size > self.total:
+            raise RateLimited.body_bytes(self.total, LARGE_BODY_BYTES, True)
+        self._by_key[namespace] += size
+        self._taken += size
+
+    def give_back(self, namespace: str, size: int) -> None:
+        self._taken -= size
+        self._by_key[namespace] -= size
+        if self._by_key[namespace] <= 0:
+            del self._by_key[namespace]

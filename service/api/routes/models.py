@@ -9,7 +9,8 @@ from service.api import present
 from service.api.bodies import (
     binary_answer,
     binary_response,
-    json_answer,
+    heavy_work,
+    large_json_answer,
     read_sequence,
     request_body,
     wants_binary,
@@ -23,6 +24,7 @@ from service.api.schemas import (
     PredictResponse,
     SessionInfo,
 )
+from service.api.tensor_json import SLICE_VALUES, encode_values
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -90,9 +92,10 @@ async def predict(
     outputs = await sessions.predict_stateless(namespace, served, x)
     if wants_binary(request):
         return binary_answer(outputs, {"model-version": served.version})
-    return json_answer(
-        {"model": served.name, "model_version": served.version, "outputs": outputs.tolist()}
-    )
+    heavy = heavy_work(request)
+    encoded = await encode_values(heavy, outputs)
+    content = {"model": served.name, "model_version": served.version, "outputs": encoded}
+    return await large_json_answer(heavy, content, outputs.size > SLICE_VALUES)
 
 
 @router.post(

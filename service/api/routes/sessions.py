@@ -8,7 +8,9 @@ from service.api import present
 from service.api.bodies import (
     binary_answer,
     binary_response,
+    heavy_work,
     json_answer,
+    large_json_answer,
     read_chunk,
     request_body,
     wants_binary,
@@ -16,6 +18,7 @@ from service.api.bodies import (
 from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunkResponse, ResetRequest, SessionInfo
+from service.api.tensor_json import SLICE_VALUES, encode_values
 from service.core.sessions import SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -91,7 +94,11 @@ async def answer_chunk(request: Request, session_id: str, offset: int | None) ->
                 "replayed": "true" if result.replayed else "false",
             },
         )
-    return json_answer(present.chunk_result(session_id, result))
+    if result.outputs.size <= SLICE_VALUES:
+        return json_answer(present.chunk_result(session_id, result))
+    heavy = heavy_work(request)
+    outputs = await encode_values(heavy, result.outputs)
+    return await large_json_answer(heavy, present.chunk_result(session_id, result, outputs), True)
 
 
 @router.post(

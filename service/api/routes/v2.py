@@ -8,10 +8,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from service import __version__
+from service.api.bodies import heavy_work
 from service.api.deps import ModelName, Models, Namespace, Sessions
 from service.api.errors import render
+from service.api.tensor_json import SLICE_VALUES, encode_values
 from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
 from service.api.v2_codec import encode_response as encode
+from service.core.fairness import LARGE_BODY_BYTES
 from service.core.models import ServedModel
 from service.core.repository import ModelRegistry
 from service.core.sequences import SequenceService
@@ -125,7 +128,13 @@ async def infer(
     request: Request, model: ServedModel, sequences: SequenceService, namespace: str
 ) -> Response:
     max_bytes = request.app.state.settings.max_body_bytes
-    body = decompress(await request.body(), request.headers.get("content-encoding"), max_bytes)
+    body = await request.body()
+    heavy = heavy_work(request)
+    read = (body, request.headers.get("content-encoding"), max_bytes)
+    # zlib lets go of the interpreter lock: a large body inflates beside the event loop.
+    body = (
+        await heavy.call(decompress, *read) if len(body) > LARGE_BODY_BYTES else decompress(*read)
+    )
     spec = output_spec(model)
     call = decode_request(body, request.headers.get(HEADER_LENGTH), input_spec(model), spec)
     header: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
@@ -138,7 +147,12 @@ async def infer(
             "sequence_steps": inference.chunk.record.steps,
             "sequence_replayed": inference.chunk.replayed,
         }
-    content, headers = encode(header, spec, inference.outputs, call.binary_output)
+    outputs = inference.outputs
+    data = None if call.binary_output else await encode_values(heavy, outputs.ravel())
+    answer = (header, spec, outputs, call.binary_output, data)
+    # Copying megabytes of answer holds the interpreter lock too: beside the loop if large.
+    large = outputs.size > SLICE_VALUES
+    content, headers = await heavy.call(encode, *answer) if large else encode(*answer)
     media_type = "application/octet-stream" if headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 

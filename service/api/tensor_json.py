@@ -1,0 +1,169 @@
+"""Large JSON tensors decoded and encoded off the event loop, in slices.
+
+Decoding a multi-megabyte JSON body, or encoding 800,000 output values, is one long C call
+that holds the interpreter lock: run on the event loop (or in one piece in a thread) it
+stalls every other request for its whole length. Here the work runs in the heavy-work
+thread (`HeavyWork.call`) in slices of about `SLICE_BYTES` of JSON each, so the loop
+serves other keys' short chunks between slices.
+
+Decoding: the document around the `inputs` rows is checked alone (found at once when the
+body starts `{"inputs": [` and ends with the list, the offset and `}`; otherwise by one
+pass over the whole body with `inputs` kept raw), then the rows are cut after a `]` that a
+`,` follows and decoded piece by piece. If every piece `[A]`, `[B]`, ... is a JSON list of
+rows, then `[A,B,...]` (the original) is the list of all their rows, wherever the cuts
+fell; if a piece is not, the whole body is decoded again the ordinary way for the ordinary
+error.
+"""
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+
+from service.core.arrays import Floats
+from service.core.fairness import HeavyWork
+from service.core.inputs import as_array
+from service.errors import InvalidInput
+
+SLICE_BYTES = 256 * 1024
+# Output values encoded per slice: about SLICE_BYTES of JSON text.
+SLICE_VALUES = SLICE_BYTES // 16
+_WHITESPACE = b" \t\r\n"
+# A row's end is the first `]` after a cut's target in a list of numbers, the second or so in
+# other valid JSON; past this many tries the rest stays one piece (and fails as one).
+_CUT_TRIES = 64
+
+
+class _Sequence(msgspec.Struct, forbid_unknown_fields=True):
+    inputs: msgspec.Raw
+
+
+class _Chunk(_Sequence, forbid_unknown_fields=True):
+    offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+_SKELETONS: dict[bool, msgspec.json.Decoder[_Sequence]] = {
+    False: msgspec.json.Decoder(_Sequence),
+    True: msgspec.json.Decoder(_Chunk),
+}
+_ROWS = msgspec.json.Decoder(list[list[float]])
+_ENCODER = msgspec.json.Encoder()
+
+
+# `{"inputs": [` at the start, and `]` then only the offset and `}` at the end: the list's
+# span is known without reading the rows, and what surrounds it is checked alone.
+_HEAD = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*"inputs"[ \t\r\n]*:[ \t\r\n]*\[')
+_TAIL = re.compile(rb'\][ \t\r\n]*(,[ \t\r\n]*"offset"[ \t\r\n]*:[^\]\[{}",]*)?\}[ \t\r\n]*\Z')
+_TAIL_BYTES = 256
+_SPACES = re.compile(rb"[ \t\r\n]*")
+
+Layout = tuple[list[tuple[int, int]], int | None]  # the rows' cuts in the body, the offset
+
+
+def _layout(body: bytes, chunk: bool) -> Layout | None:
+    """Where the `inputs` rows are in `body` (cut in slices) and the offset; None when the
+    ordinary decoding must answer (the body is not such a document)."""
+    head = _HEAD.match(body)
+    tail = _TAIL.search(body, max(0, len(body) - _TAIL_BYTES)) if head else None
+    if head and tail and tail.start() >= head.end() - 1:
+        rows = (head.end(), tail.start())  # inside the list
+        outline = body[: rows[0]] + body[rows[1] :]  # `{"inputs": []...}`
+    else:  # another layout: one pass over the whole body finds the list
+        return _layout_by_decoding(body, chunk)
+    try:
+        skeleton = _SKELETONS[chunk].decode(outline)
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+    return _cuts(body, *rows, SLICE_BYTES), getattr(skeleton, "offset", None)
+
+
+def _layout_by_decoding(body: bytes, chunk: bool) -> Layout | None:
+    try:
+        skeleton = _SKELETONS[chunk].decode(body)
+    except msgspec.DecodeError:
+        return None
+    raw = bytes(skeleton.inputs)
+    head = raw.find(b"[")
+    close = raw.rfind(b"]")
+    if head == -1 or close <= head or raw[:head].strip(_WHITESPACE):
+        return None
+    start = body.find(raw)  # the raw list is a slice of the body itself
+    if start == -1:
+        return None
+    offset = getattr(skeleton, "offset", None)
+    return _cuts(body, start + head + 1, start + close, SLICE_BYTES), offset
+
+
+def _cuts(data: bytes, start: int, end: int, size: int) -> list[tuple[int, int]]:
+    """Spans of `data[start:end]` (a list's inside) of about `size` bytes, each ending after
+    a `]` that a `,` follows; the commas between spans are left out."""
+    spans = []
+    while end - start > size:
+        close = data.find(b"]", start + size, end)
+        for _ in range(_CUT_TRIES):
+            if close == -1:
+                break
+            after = _SPACES.match(data, close + 1, end).end()  # type: ignore[union-attr]
+            if after < end and data[after] == ord(","):
+                break
+            close = data.find(b"]", close + 1, end)
+        else:
+            close = -1
+        if close == -1:
+            break
+        spans.append((start, close + 1))
+        start = after + 1
+    spans.append((start, end))
+    return spans
+
+
+def _piece(data: bytes, start: int, end: int) -> Floats | None:
+    try:
+        return as_array(_ROWS.decode(b"[" + data[start:end] + b"]"))
+    except (msgspec.DecodeError, InvalidInput):
+        return None
+
+
+async def decode_rows(
+    heavy: HeavyWork,
+    body: bytes,
+    chunk: bool,
+    ordinary: Callable[[bytes], tuple[Floats, int | None]],
+) -> tuple[Floats, int | None]:
+    """A JSON body `{"inputs": T x F[, "offset": n]}` decoded in slices in the heavy-work
+    thread; `ordinary(body)` (same result, same errors) decodes it when a slice fails."""
+    layout = await heavy.call(_layout, body, chunk)
+    if layout is None:
+        return await heavy.call(ordinary, body)
+    cuts, offset = layout
+    pieces: list[Floats] = []
+    for start, end in cuts:
+        piece = await heavy.call(_piece, body, start, end)
+        if piece is None or (pieces and piece.shape[1] != pieces[0].shape[1]):
+            return await heavy.call(ordinary, body)
+        pieces.append(piece)
+    x = pieces[0] if len(pieces) == 1 else await heavy.call(np.concatenate, pieces)
+    return x, offset
+
+
+def _encoded(values: Any, first: bool = True, last: bool = True) -> bytes:
+    """`values` as a JSON list; without its `[` unless `first`, its `]` unless `last`."""
+    text = _ENCODER.encode(values.tolist())
+    return text[0 if first else 1 : len(text) if last else -1]
+
+
+async def encode_values(heavy: HeavyWork, values: Floats) -> msgspec.Raw:
+    """`values.tolist()` as JSON, for embedding in an answer (msgspec encodes a `Raw` as is);
+    a large array is encoded in slices (of whole rows) in the heavy-work thread."""
+    if values.size <= SLICE_VALUES:
+        return msgspec.Raw(_encoded(values))
+    row = values.size // len(values)
+    step = max(1, SLICE_VALUES // row)
+    starts = range(0, len(values), step)
+    parts = [
+        await heavy.call(_encoded, values[start : start + step], start == 0, start == starts[-1])
+        for start in starts
+    ]
+    return msgspec.Raw(await heavy.call(b",".join, parts))

@@ -1,0 +1,93 @@
+"""Large JSON tensors in slices: the same arrays and the same errors as one ordinary decode,
+the same values as one ordinary encode."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from service.api import tensor_json
+from service.api.bodies import chunk_from_json, sequence_and_no_offset
+from service.api.tensor_json import decode_rows, encode_values
+from service.core.fairness import HeavyWork
+from service.errors import InvalidInput
+
+
+@pytest.fixture
+def heavy():
+    work = HeavyWork(per_key=2, total=4)
+    yield work
+    work.close()
+
+
+@pytest.fixture(autouse=True)
+def small_slices(monkeypatch):
+    monkeypatch.setattr(tensor_json, "SLICE_BYTES", 1000)  # many cuts in small bodies
+
+
+def sliced(heavy, body: bytes, chunk: bool):
+    ordinary = chunk_from_json if chunk else sequence_and_no_offset
+    return asyncio.run(decode_rows(heavy, body, chunk, ordinary))
+
+
+@pytest.mark.parametrize("steps", [1, 7, 400])
+@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize("offset_first", [True, False])  # the two ways of finding the rows
+def test_sliced_decoding_gives_the_bits_of_one_decode(heavy, steps, indent, offset_first):
+    rng = np.random.default_rng(steps)
+    values = rng.normal(size=(steps, 16)) * 10.0 ** rng.integers(-30, 30, size=(steps, 16))
+    fields = {"offset": 3, "inputs": values.tolist()}
+    if not offset_first:
+        fields = {"inputs": fields["inputs"], "offset": 3}
+    body = json.dumps(fields, indent=indent).encode() + b" \n"
+    x, offset = sliced(heavy, body, chunk=True)
+    reference = values.astype(np.float32)  # numpy's rounding, not the service's decoder
+    assert offset == 3
+    assert x.dtype == np.float32 and x.tobytes() == reference.tobytes()
+
+
+BAD_BODIES = [
+    b"not json",
+    b'{"inputs": 5}',
+    b'{"inputs": []}',
+    b'{"inputs": [[1, 2], [3]]}',
+    b'{"inputs": [[1, 2], [3, "a"]]}',
+    b'{"inputs": [[1, 2]], "offset": -1}',
+    b'{"inputs": [[1, 2]], "other": 1}',
+    b'{"inputs": [["],["], [1, 2]]}',
+    b'{"inputs": [[[1], [2]], [[3], [4]]]}',
+    b'{"inputs": [[1, 2]], "offset": "1"}',
+    b'{"inputs": [[1, 2]], "offset": 1',
+    b'{"inputs": [[1, 2]]} [',
+    b'{"inputs": [[1, 2]]]}',
+    b'{"inputs": [[1, 2], [3, 4]}',
+    b'{"inputs": [[1, 2]], "offset": 1, "x": [[1]]}',
+    b'{"offset": 1, "inputs": "[[1, 2]]"}',
+    json.dumps({"inputs": [[0.5] * 16] * 300 + [[0.5] * 15] + [[0.5] * 16] * 50}).encode(),
+]
+
+
+@pytest.mark.parametrize("body", BAD_BODIES, ids=range(len(BAD_BODIES)))
+@pytest.mark.parametrize("chunk", [True, False])
+def test_a_bad_body_gets_the_error_of_one_decode(heavy, body, chunk):
+    ordinary = chunk_from_json if chunk else sequence_and_no_offset
+    with pytest.raises(InvalidInput) as expected:
+        ordinary(body)
+    with pytest.raises(InvalidInput) as got:
+        sliced(heavy, body, chunk)
+    assert got.value.message == expected.value.message
+
+
+@pytest.mark.parametrize("shape", [(5,), (10_000,), (3000, 8), (1, 1)])
+def test_sliced_encoding_gives_the_values(heavy, monkeypatch, shape):
+    monkeypatch.setattr(tensor_json, "SLICE_VALUES", 1000)
+    values = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    encoded = asyncio.run(encode_values(heavy, values))
+    assert json.loads(bytes(encoded)) == values.tolist()
+
+
+def test_a_repeated_field_decodes_as_one_decode_does(heavy):
+    body = b'{"inputs": [[1, 2]], "offset": 1, "inputs": [[3, 4]]}'  # the last one counts
+    x, offset = sliced(heavy, body, chunk=True)
+    assert x.tolist() == [[3.0, 4.0]] and offset == 1

@@ -42,9 +42,9 @@ class HeavyWork:
     `slice_steps` timesteps taken in arrival order, so a 40-step chunk waits for one slice
     of a 100,000-step predict, not for all of it. A job computes its slices back to back in
     the thread while no other heavy work waits for it, and goes back to the end of the queue
-    as soon as some does: handing each slice back to the event loop cost more than the slice
-    (measured: a 10,000-step predict took 40 hand-offs). A sequence cut at any step gives the
-    same bits (the runner is chunk-invariant)."""
+    as soon as some does: handing each of a 10,000-step predict's 40 slices back to the
+    event loop cost 10-20% of its CPU (docs/benchmarks.md). A sequence cut at any step gives
+    the same bits (the runner is chunk-invariant)."""
 
     def __init__(self, per_key: int, total: int, slice_steps: int = SLICE_STEPS) -> None:
         self.per_key = per_key

@@ -319,18 +319,29 @@ async def _websocket_client(spec: Spec, index: int, window: Window, tally: Tally
         await socket.close()
 
 
+def _v2_session(spec: Spec, index: int) -> str:
+    return f"{spec.session_prefix}-{spec.seed}-{index}"
+
+
+def _bodies(spec: Spec, index: int, seed: int) -> list[bytes]:
+    if spec.protocol == "v2":
+        return v2_bodies(_v2_session(spec, index), spec.steps, spec.features, 16, seed)
+    return chunk_bodies(spec.steps, spec.features, 16, seed, spec.binary)
+
+
 async def _client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
     if spec.websocket:
         await _websocket_client(spec, index, window, tally)
         return
+    seed = spec.seed * 1000 + index
+    # Built before connecting: 16 bodies of 10,000 steps take seconds on a busy machine,
+    # longer than the server waits for a connection's first request (its header timeout).
+    bodies = [] if spec.sessions_per_request else _bodies(spec, index, seed)
     conn = await Connection(spec.host, spec.port).open()
     try:
-        seed = spec.seed * 1000 + index
         if spec.protocol == "v2":  # the peer keeps sessions itself: the first chunk starts one
-            session_id = f"{spec.session_prefix}-{spec.seed}-{index}"
-            tally.session_ids.append(session_id)
+            tally.session_ids.append(_v2_session(spec, index))
             path = f"/v2/models/{spec.model}/infer"
-            bodies = v2_bodies(session_id, spec.steps, spec.features, 16, seed)
         elif spec.sessions_per_request:
             ids = [
                 await _new_session(conn, spec, index * spec.sessions_per_request + j)
@@ -341,12 +352,10 @@ async def _client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
             bodies = many_bodies(ids, spec.steps, spec.features, 16, seed)
         elif spec.stateless:
             path = f"/v1/models/{spec.model}/predict"
-            bodies = chunk_bodies(spec.steps, spec.features, 16, seed, spec.binary)
         else:
             session_id = await _new_session(conn, spec, index)
             tally.session_ids.append(session_id)
             path = f"/v1/sessions/{session_id}/predict"
-            bodies = chunk_bodies(spec.steps, spec.features, 16, seed, spec.binary)
         window.client_ready()
         await window.ready.wait()
         sent = 0

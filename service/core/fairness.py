@@ -3,10 +3,12 @@ on the bytes of large bodies being read, and on the memory one request's tensors
 
 import asyncio
 import contextlib
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -31,6 +33,21 @@ LARGE_BODY_BYTES = 64 * 1024
 _HELD: ContextVar["HeavyWork | None"] = ContextVar("heavy_work_held", default=None)
 
 
+@dataclass
+class _Queued:
+    queued: bool = False  # counted in `HeavyWork._waiting`
+
+
+@dataclass
+class _Progress(_Queued):
+    """One heavy job's position: where its next slice starts, what it computed so far."""
+
+    states: Floats = field(default_factory=lambda: np.zeros(0, np.float32))
+    start: int = 0
+    outputs: list[Floats] = field(default_factory=list)
+    cancelled: bool = False
+
+
 class HeavyWork:
     """Runs heavy work (more than `THREAD_OFFLOAD_STEPS` timesteps) off the event loop, fairly.
 
@@ -39,8 +56,11 @@ class HeavyWork:
     long work takes a core (and the interpreter lock between kernel calls) from the event
     loop that serves every short chunk: heavy work runs in one thread, in slices of
     `slice_steps` timesteps taken in arrival order, so a 40-step chunk waits for one slice
-    of a 100,000-step predict, not for all of it. A sequence cut at any step gives the same
-    bits (the runner is chunk-invariant)."""
+    of a 100,000-step predict, not for all of it. A job computes its slices back to back in
+    the thread while no other heavy work waits for it, and goes back to the end of the queue
+    as soon as some does: handing each of a 10,000-step predict's 40 slices back to the
+    event loop cost 10-20% of its CPU (docs/benchmarks.md). A sequence cut at any step gives
+    the same bits (the runner is chunk-invariant)."""
 
     def __init__(self, per_key: int, total: int, slice_steps: int = SLICE_STEPS) -> None:
         self.per_key = per_key
@@ -48,6 +68,8 @@ class HeavyWork:
         self.slice_steps = slice_steps
         self._by_key: Counter[str] = Counter()
         self._running = 0
+        self._waiting = 0  # jobs queued for the thread; changed under `_lock` by both threads
+        self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="lstm-heavy")
 
     async def run(
@@ -55,20 +77,55 @@ class HeavyWork:
     ) -> tuple[Floats, Floats]:
         """`runner.step_batch(x, states)`, x: (B, T, F), computed slice by slice."""
         with self.held(namespace):
-            pieces = []
-            width = max(1, self.slice_steps // x.shape[0])  # timesteps of all rows per slice
-            for start in range(0, x.shape[1], width):
-                piece = x[:, start : start + width]
-                outputs, states = await self.call(runner.step_batch, piece, states)
-                pieces.append(outputs)
+            loop = asyncio.get_running_loop()
+            progress = _Progress(states=states)
+            try:
+                while progress.start < x.shape[1]:
+                    self._count_waiting(progress, True)
+                    await loop.run_in_executor(self._thread, self._slices, runner, x, progress)
+            finally:
+                progress.cancelled = True  # a cancelled request's thread stops at its slice
+                self._count_waiting(progress, False)  # cancelled before the thread took it
+        pieces = progress.outputs
         if not runner.per_step:
-            return pieces[-1], states
-        return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)), states
+            return pieces[-1], progress.states
+        outputs = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+        return outputs, progress.states
+
+    def _slices(self, runner: StreamingRunner, x: Floats, progress: _Progress) -> None:
+        """In the thread: slices from `progress.start` until the end, or until other heavy
+        work waits."""
+        self._count_waiting(progress, False)
+        width = max(1, self.slice_steps // x.shape[0])  # timesteps of all rows per slice
+        while progress.start < x.shape[1] and not progress.cancelled:
+            piece = x[:, progress.start : progress.start + width]
+            outputs, progress.states = runner.step_batch(piece, progress.states)
+            progress.outputs.append(outputs)
+            progress.start += piece.shape[1]
+            if self._waiting:
+                return
+
+    def _count_waiting(self, job: _Queued, queued: bool) -> None:
+        with self._lock:
+            if job.queued != queued:
+                job.queued = queued
+                self._waiting += 1 if queued else -1
 
     async def call(self, work: Callable[..., T], *args: object) -> T:
-        """`work(*args)` as one slice in the heavy-work thread, after the slices before it.
-        A slice should be short: the event loop waits for the interpreter lock it holds."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        """`work(*args)` as one slice in the heavy-work thread, after the slices before it
+        (a long job yields the thread to it). A slice should be short: the event loop
+        waits for the interpreter lock it holds."""
+        ticket = _Queued()
+
+        def started() -> T:
+            self._count_waiting(ticket, False)
+            return work(*args)
+
+        self._count_waiting(ticket, True)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, started)
+        finally:
+            self._count_waiting(ticket, False)  # cancelled before the thread took it
 
     @contextlib.contextmanager
     def held(self, namespace: str) -> Iterator[None]:

@@ -53,3 +53,30 @@ def test_work_past_the_key_or_total_bound_is_refused_at_once(runner):
     assert isinstance(key_bound, RateLimited) and key_bound.details["limit"] == 2
     assert isinstance(total_bound, RateLimited) and total_bound.details["limit"] == 3
     assert key_bound.headers == {"Retry-After": "1"} and key_bound.status == 429
+
+
+def test_long_work_lets_work_that_arrives_pass_after_a_slice(runner):
+    # The bound the slices exist for: a job that keeps the thread while nobody waits still
+    # hands it over at its next slice when another one arrives.
+    long = np.zeros((1, 100_000, runner.input_features), np.float32)
+    short = np.random.default_rng(3).normal(size=(1, 40, runner.input_features))
+    short = short.astype(np.float32)
+    states = np.zeros((1, runner.state_size), np.float32)
+    work = HeavyWork(per_key=2, total=2, slice_steps=50)
+
+    async def scenario() -> tuple[bool, np.ndarray]:
+        flood = asyncio.ensure_future(work.run("a", runner, long, states))
+        await asyncio.sleep(0.01)  # the flood is computing in the thread
+        outputs, _ = await work.run("b", runner, short, states)
+        overtaken = not flood.done()
+        flood.cancel()  # its thread stops at the next slice
+        with pytest.raises(asyncio.CancelledError):
+            await flood
+        return overtaken, outputs
+
+    try:
+        overtaken, outputs = asyncio.run(scenario())
+    finally:
+        work.close()
+    assert overtaken
+    assert outputs.tobytes() == runner.step_batch(short, states)[0].tobytes()

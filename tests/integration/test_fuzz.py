@@ -73,7 +73,7 @@ def seed_lstm_rows(body):
     linked calls reach the runner and Redis instead of stopping at the feature check."""
     inputs = body.get("inputs") if isinstance(body, dict) else None
     numeric = (int, float)
-    if not inputs or not all(
+    if not isinstance(inputs, list) or not inputs or not all(
         isinstance(row, list)
         and all(isinstance(v, numeric) and not isinstance(v, bool) for v in row)
         for row in inputs

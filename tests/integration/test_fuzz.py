@@ -73,10 +73,14 @@ def seed_lstm_rows(body):
     linked calls reach the runner and Redis instead of stopping at the feature check."""
     inputs = body.get("inputs") if isinstance(body, dict) else None
     numeric = (int, float)
-    if not isinstance(inputs, list) or not inputs or not all(
-        isinstance(row, list)
-        and all(isinstance(v, numeric) and not isinstance(v, bool) for v in row)
-        for row in inputs
+    if (
+        not isinstance(inputs, list)
+        or not inputs
+        or not all(
+            isinstance(row, list)
+            and all(isinstance(v, numeric) and not isinstance(v, bool) for v in row)
+            for row in inputs
+        )
     ):
         return body
     rows = [[math.tanh(v) for v in [*row, 0.0, 0.0][:2]] for row in inputs]

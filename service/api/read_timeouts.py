@@ -35,6 +35,26 @@ class _ReadDeadline:
         self.header_timeout, self.body_timeout = read_timeouts()
         self._read_timer: asyncio.TimerHandle | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm(self.header_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        self._watch()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._watch()  # a pipelined request may have started
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _watch(self) -> None:
+        """Arm, re-arm or disarm the timer for where the parser is in a request."""
+        raise NotImplementedError
+
     def _arm(self, seconds: float) -> None:
         self._disarm()
         self._read_timer = self.loop.call_later(seconds, self._expired, seconds)
@@ -66,22 +86,6 @@ class TimedH11Protocol(_ReadDeadline, H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._start_deadlines()
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm(self.header_timeout)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._watch()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._watch()  # a pipelined request may have started
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
     def _watch(self) -> None:
         state = self.conn.their_state

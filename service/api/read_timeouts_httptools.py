@@ -1,7 +1,6 @@
 """The read deadlines of `read_timeouts` on uvicorn's httptools protocol (imported only
 where httptools is installed)."""
 
-import asyncio
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -29,14 +28,6 @@ class TimedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):
         self._reading = "idle"  # "headers", "body": where the parser is in a request
         self._upgraded = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._arm(self.header_timeout)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        self._watch()
-
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reading = "headers"
@@ -63,18 +54,10 @@ class TimedHttpToolsProtocol(_ReadDeadline, HttpToolsProtocol):
         super().on_message_complete()
         self._reading = "idle"
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._watch()  # a pipelined request may have started
-
     def handle_websocket_upgrade(self) -> None:
         self._upgraded = True  # the WebSocket protocol owns the connection from here
         self._disarm()
         super().handle_websocket_upgrade()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
 
     def _watch(self) -> None:
         if self._upgraded or self._reading == "idle":

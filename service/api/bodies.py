@@ -89,12 +89,17 @@ def heavy_work(request: Request) -> HeavyWork:
 
 
 _FIELDS = frozenset(("inputs", "offset"))
+# Below this, msgspec's typed lists are the cheaper decode (a 1-step chunk: 2.9 against
+# 5.3 µs); above, simdjson's buffer (a 10-step chunk of 3 KB: 10.0 against 11.8 µs).
+_SIMD_MIN_BYTES = 2048
 
 
 def _well_formed(body: bytes, fields: frozenset[str]) -> tuple[Floats, int | None] | None:
     """`{"inputs": T x F numbers, "offset"?: n}` without building a Python float per value,
     or None for anything else (msgspec then decodes it again and says what is wrong). The
     only strings are the field names, so every `[` in the body is an array's."""
+    if len(body) < _SIMD_MIN_BYTES:
+        return None
     try:
         document = simdjson.Parser().parse(body)
         if not isinstance(document, simdjson.Object):

@@ -38,7 +38,9 @@ _FIXED = struct.Struct("<QQQI")
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _LAST = struct.Struct("<q16s")
-_HEAD = struct.Struct("<4sHHQQQQQIH")  # token, fixed fields, model name length
+# The token, the fixed fields and the model name's length: one pack and one unpack.
+_HEAD = struct.Struct("<" + _TOKEN.format[1:] + _FIXED.format[1:] + "H")
+_LAST_FLOATS = _LAST.size // 4  # the last chunk's fields, read as floats between the states
 TOKEN_BYTES = _TOKEN.size
 NO_DIGEST = bytes(16)
 
@@ -134,13 +136,13 @@ class SessionRecord:
         (n,) = _U32.unpack_from(view, pos)
         pos += 4
         last_offset, last_digest = _LAST.unpack_from(view, pos + 4 * n)
-        # One copy for the state, the last chunk's fields (24 bytes: 6 floats) and the state
-        # before it: two arrays from one conversion.
+        # One copy for the state, the last chunk's fields and the state before it: two
+        # arrays from one conversion.
         before = None
         if last_offset >= 0:
-            values = np.frombuffer(view, "<f4", 2 * n + 6, pos).astype(np.float32)
-            state, before = values[:n], values[n + 6 :]
-            end = pos + 4 * (2 * n + 6)
+            values = np.frombuffer(view, "<f4", 2 * n + _LAST_FLOATS, pos).astype(np.float32)
+            state, before = values[:n], values[n + _LAST_FLOATS :]
+            end = pos + 4 * (2 * n + _LAST_FLOATS)
         else:
             state = np.frombuffer(view, "<f4", n, pos).astype(np.float32)
             end = pos + 4 * n + _LAST.size

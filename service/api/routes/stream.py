@@ -86,11 +86,8 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
                 continue
             known, next_offset = result.record, result.record.steps
             tally.chunks += 1
-            if result.replayed:
-                tally.replayed += 1
-                metrics.stream_chunk(TRANSPORT, "replayed")
-            else:
-                metrics.stream_chunk(TRANSPORT, "applied")
+            tally.replayed += result.replayed
+            metrics.stream_chunk(TRANSPORT, "replayed" if result.replayed else "applied")
             if frame is not None:
                 await websocket.send_bytes(float32_bytes(result.outputs))
             else:

@@ -11,10 +11,11 @@ for the next chunk unless the session is gone. Every chunk is counted (`lstm_str
 by outcome) and the stream's close line in the access log says how many it answered.
 """
 
+import asyncio
 import re
 
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.types import Message
 
 from service import errors
 from service.api import present
@@ -46,10 +47,7 @@ def _offset(raw: str | None) -> int | None:
 @router.websocket("/{session_id}/stream", name="stream_chunks")
 async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
     sessions: SessionService = websocket.app.state.sessions
-    max_bytes: int = websocket.app.state.settings.max_body_bytes
-    metrics: PrometheusMetrics = websocket.app.state.metrics
     namespace = websocket.scope.get("state", {}).get("namespace", DEFAULT_NAMESPACE)
-    tally = stream_tally(websocket.scope)
     try:
         if not SESSION_ID.match(session_id):
             raise errors.InvalidInput(f"session id must match {SESSION_ID_PATTERN}")
@@ -59,39 +57,84 @@ async def stream_chunks(websocket: WebSocket, session_id: str) -> None:
         await refuse_websocket(websocket.scope, websocket.receive, websocket.send, error)
         return
     await websocket.accept()
-    try:
+    stream = _Stream(websocket, sessions, namespace, session_id)
+    # The message loop runs as a task of its own: each of its awaits that waits (a frame, the
+    # batch, the write) then resumes only the loop's own frames, not the ~20 middleware and
+    # routing coroutines the route runs inside (see docs/benchmarks.md, WebSocket stream).
+    # Awaiting the task passes a cancellation on to it, and its exception back.
+    await asyncio.get_running_loop().create_task(stream.serve(next_offset, known))
+
+
+class _Stream:
+    """One accepted socket's chunks, on the ASGI `receive` and `send` themselves: after the
+    handshake a message is one of three known shapes, which Starlette's state checks add
+    nothing to."""
+
+    def __init__(
+        self, websocket: WebSocket, sessions: SessionService, namespace: str, session_id: str
+    ) -> None:
+        state = websocket.app.state
+        self.receive = websocket._receive
+        self.send = websocket._send
+        self.sessions = sessions
+        self.namespace = namespace
+        self.session_id = session_id
+        self.max_bytes: int = state.settings.max_body_bytes
+        self.metrics: PrometheusMetrics = state.metrics
+        self.tally = stream_tally(websocket.scope)
+
+    async def serve(self, next_offset: int | None, known: SessionRecord | None) -> None:
+        receive, tally, metrics = self.receive, self.tally, self.metrics
+        predict, namespace, session_id = self.sessions.predict, self.namespace, self.session_id
         while True:
-            message = await websocket.receive()
+            message = await receive()
             if message["type"] == "websocket.disconnect":
                 tally.close_code = message.get("code", 1000)
                 return
             frame = message.get("bytes")
             try:
-                if len(frame if frame is not None else message.get("text") or "") > max_bytes:
-                    raise errors.PayloadTooLarge(max_bytes, " (one WebSocket message)")
+                size = len(frame if frame is not None else message.get("text") or "")
+                if size > self.max_bytes:
+                    raise errors.PayloadTooLarge(self.max_bytes, " (one WebSocket message)")
                 if frame is not None:
                     x, offset = floats_from_bytes(frame), next_offset
                 else:
                     x, offset = chunk_from_json(message.get("text") or "")
-                result = await sessions.predict(namespace, session_id, x, offset, known)
+                result = await predict(namespace, session_id, x, offset, known)
             except errors.ServiceError as error:
                 known = None
-                tally.errors += 1
-                metrics.stream_chunk(TRANSPORT, error.code)
-                metrics.error(error.code)
-                await websocket.send_text(error_text(error))
-                if isinstance(error, FATAL):
-                    await websocket.close(code=4000 + error.status, reason=error.code)
-                    return
-                continue
+                if not await self._refused(error):
+                    continue
+                return
             known, next_offset = result.record, result.record.steps
             tally.chunks += 1
             tally.replayed += result.replayed
             metrics.stream_chunk(TRANSPORT, "replayed" if result.replayed else "applied")
             if frame is not None:
-                await websocket.send_bytes(float32_bytes(result.outputs))
+                answer = {"type": "websocket.send", "bytes": float32_bytes(result.outputs)}
             else:
-                answer = encoded(present.chunk_result(session_id, result))
-                await websocket.send_text(answer.decode())
-    except WebSocketDisconnect:
-        return
+                text = encoded(present.chunk_result(session_id, result)).decode()
+                answer = {"type": "websocket.send", "text": text}
+            if not await self._sent(answer):
+                return
+
+    async def _sent(self, message: Message) -> bool:
+        """Whether `message` went out: the server raises OSError once the client is gone."""
+        try:
+            await self.send(message)
+        except OSError:
+            return False
+        return True
+
+    async def _refused(self, error: errors.ServiceError) -> bool:
+        """Answer a chunk's error; whether the socket is done (closed, or the client gone)."""
+        self.tally.errors += 1
+        self.metrics.stream_chunk(TRANSPORT, error.code)
+        self.metrics.error(error.code)
+        if not await self._sent({"type": "websocket.send", "text": error_text(error)}):
+            return True
+        if not isinstance(error, FATAL):
+            return False
+        close = {"type": "websocket.close", "code": 4000 + error.status, "reason": error.code}
+        await self._sent(close)
+        return True

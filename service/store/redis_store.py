@@ -7,6 +7,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from service.store.base import CasOutcome, CasWrite
 from service.store.keys import session_key
@@ -107,6 +108,15 @@ class RedisStateStore:
                 await pool.disconnect(inuse_connections=False)
             return await command(*args)
 
+    async def _script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """`script(keys=keys, args=args)` as one EVALSHA: redis-py's script object imports
+        a module and checks the client's type on every call; it is used only to load the
+        script when Redis lacks it."""
+        try:
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await script(keys=keys, args=args)
+
     @unavailable_on_redis_errors
     async def get(self, namespace: str, session_id: str) -> bytes | None:
         value = await self._read(self._client.get, session_key(namespace, session_id))
@@ -122,7 +132,7 @@ class RedisStateStore:
         self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
     ) -> CasOutcome:
         key = session_key(namespace, session_id)
-        result = await self._cas(keys=[key], args=[expected_prefix, value, ttl_ms])
+        result = await self._script(self._cas, [key], [expected_prefix, value, ttl_ms])
         return _CAS_OUTCOMES[int(result)]
 
     @unavailable_on_redis_errors
@@ -142,7 +152,7 @@ class RedisStateStore:
         if not isinstance(self._client, RedisCluster):
             # One script call for every key: one command to encode instead of one per key
             # (redis-py spends ~30 us encoding each), and still one round trip.
-            results = await self._cas_many(keys=keys, args=[_packed_writes(writes)])
+            results = await self._script(self._cas_many, keys, [_packed_writes(writes)])
         else:
             # Keys live in different slots: one call per key, pipelined (EVAL with the
             # script's text: a cluster pipeline cannot load scripts for EVALSHA).

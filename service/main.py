@@ -106,7 +106,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             telemetry=telemetry,
             index=RedisSessionIndex(redis_store.client, telemetry),
             batcher=(
-                MicroBatcher(settings.micro_batch_max, settings.micro_batch_wait_ms / 1000)
+                MicroBatcher(
+                    settings.micro_batch_max, settings.micro_batch_wait_ms / 1000, telemetry
+                )
                 if settings.micro_batch
                 else None
             ),

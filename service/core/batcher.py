@@ -3,12 +3,14 @@ one `step_batch` call. The runner computes every row on its own, so each session
 outputs and state are bit for bit those of running its chunk alone."""
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from service.core.arrays import Floats
 from service.core.runner import StreamingRunner
+from service.telemetry import NULL_TELEMETRY, Telemetry
 
 Result = tuple[Floats, Floats]
 
@@ -16,6 +18,7 @@ Result = tuple[Floats, Floats]
 @dataclass
 class _Batch:
     runner: StreamingRunner
+    model: str  # for telemetry
     inputs: list[Floats] = field(default_factory=list)
     states: list[Floats] = field(default_factory=list)
     waiters: list[asyncio.Future[Result]] = field(default_factory=list)
@@ -32,11 +35,18 @@ class MicroBatcher:
 
     A batch opens with its first chunk and runs on the next turn of the event loop
     (after `max_wait_seconds`, when set), or at once when it holds `max_batch` chunks.
+    Each batch reports one runner call to `telemetry`, as `POST /v1/chunks` does.
     """
 
-    def __init__(self, max_batch: int = 64, max_wait_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        max_batch: int = 64,
+        max_wait_seconds: float = 0.0,
+        telemetry: Telemetry = NULL_TELEMETRY,
+    ) -> None:
         self.max_batch = max_batch
         self.max_wait_seconds = max_wait_seconds
+        self.telemetry = telemetry
         self._open: dict[tuple[int, int], _Batch] = {}
         self._last_size: dict[tuple[int, int], int] = {}
         self._alone: dict[tuple[int, int], int] = {}
@@ -56,12 +66,16 @@ class MicroBatcher:
         self._alone[key] = alone % PROBE_EVERY
         return alone == PROBE_EVERY
 
-    async def step(self, runner: StreamingRunner, x: Floats, state: Floats) -> Result:
+    def step(
+        self, runner: StreamingRunner, x: Floats, state: Floats, model: str = ""
+    ) -> asyncio.Future[Result]:
+        """The chunk's outputs and state, once its batch has run. A future, not a coroutine:
+        the caller awaits the batch with no frame of this method to resume."""
         loop = asyncio.get_running_loop()
         key = (id(runner), x.shape[0])
         batch = self._open.get(key)
         if batch is None:
-            batch = self._open[key] = _Batch(runner)
+            batch = self._open[key] = _Batch(runner, model)
             if self.max_wait_seconds > 0:
                 loop.call_later(self.max_wait_seconds, self._run, key, batch)
             else:
@@ -72,7 +86,7 @@ class MicroBatcher:
         batch.waiters.append(waiter)
         if len(batch.inputs) >= self.max_batch:
             self._run(key, batch)
-        return await waiter
+        return waiter
 
     def _run(self, key: tuple[int, int], batch: _Batch) -> None:
         if batch.closed:
@@ -83,15 +97,18 @@ class MicroBatcher:
         self._last_size[key] = len(batch.inputs)
         self.batches += 1
         self.chunks += len(batch.inputs)
+        started = time.perf_counter()
         try:
-            outputs, states = batch.runner.step_batch(
-                np.stack(batch.inputs), np.stack(batch.states)
-            )
+            x = np.stack(batch.inputs)
+            outputs, states = batch.runner.step_batch(x, np.stack(batch.states))
         except Exception as exc:  # every waiter gets the runner's own error
             for waiter in batch.waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
             return
+        self.telemetry.model_ran(
+            batch.model, x.shape[0] * x.shape[1], time.perf_counter() - started
+        )
         for row, waiter in enumerate(batch.waiters):
             if not waiter.done():  # a cancelled request leaves its row unread
                 waiter.set_result((outputs[row], states[row]))

@@ -1,3 +1,4 @@
+from collections.abc import Awaitable
 from enum import Enum
 from typing import NamedTuple, Protocol
 
@@ -29,9 +30,11 @@ class StateStore(Protocol):
         """Store `value` unless the session exists; False when it does."""
         ...
 
-    async def compare_and_set(
+    def compare_and_set(
         self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
-    ) -> CasOutcome: ...
+    ) -> Awaitable[CasOutcome]:
+        """An awaitable: a coroutine, or a future already waiting for its write."""
+        ...
 
     async def get_many(self, namespace: str, session_ids: list[str]) -> list[bytes | None]:
         """The values of several sessions in one round trip (not one snapshot of all)."""

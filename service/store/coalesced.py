@@ -31,16 +31,18 @@ class CoalescedWrites:
         self._sending: set[asyncio.Task[None]] = set()
         self.calls = 0  # store calls made for `compare_and_set`, for tests and benchmarks
 
-    async def compare_and_set(
+    def compare_and_set(
         self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
-    ) -> CasOutcome:
+    ) -> asyncio.Future[CasOutcome]:
+        """The write's outcome, as a future the caller awaits directly (no coroutine frame
+        to resume when it is set: this runs once per chunk)."""
         loop = asyncio.get_running_loop()
         if not self._pending:
             loop.call_soon(self._flush)
         outcome: asyncio.Future[CasOutcome] = loop.create_future()
         write = CasWrite(session_id, expected_prefix, value, ttl_ms)
         self._pending.append(_Pending(namespace, write, outcome))
-        return await outcome
+        return outcome
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []

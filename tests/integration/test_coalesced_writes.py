@@ -95,10 +95,8 @@ def test_a_write_cancelled_before_its_turn_ends_is_not_sent(redis_server):
         store = CoalescedWrites(inner)
         try:
             await inner.create("coalesce", "cancelled", b"v1", TTL_MS)
-            write = asyncio.ensure_future(
-                store.compare_and_set("coalesce", "cancelled", b"v1", b"v2", TTL_MS)
-            )
-            await asyncio.sleep(0)  # the write is queued for the end of this turn
+            # The call queues the write for the end of this turn and returns its future.
+            write = store.compare_and_set("coalesce", "cancelled", b"v1", b"v2", TTL_MS)
             write.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await write

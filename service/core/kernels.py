@@ -52,9 +52,11 @@ def lstm(x, state, kernel, recurrent_kernel, bias, activation, recurrent_activat
     u = recurrent_kernel.shape[0]
     y = np.empty((batch, steps if sequences else 1, u), F)
     new_state = np.empty((batch, 2 * u), F)
-    projected = _project(x.reshape(batch * steps, x.shape[2]), kernel, bias)
+    # The recurrent terms are added to the input terms where they lie.
+    z_all = _project(x.reshape(batch * steps, x.shape[2]), kernel, bias).reshape(
+        batch, steps, 4 * u
+    )
     group = min(batch, _ROW_GROUP)
-    z = np.empty((group, 4 * u), F)
     h = np.empty((group, u), F)
     c = np.empty((group, u), F)
     g = np.empty(u, F)
@@ -64,11 +66,10 @@ def lstm(x, state, kernel, recurrent_kernel, bias, activation, recurrent_activat
             h[r] = state[b0 + r, :u]
             c[r] = state[b0 + r, u:]
         for t in range(steps):
+            z = z_all[b0 : b0 + rows, t]
+            accumulate(z, h[:rows], recurrent_kernel)
             for r in range(rows):
-                z[r] = projected[(b0 + r) * steps + t]
-            accumulate(z[:rows], h[:rows], recurrent_kernel)
-            for r in range(rows):
-                zr, hr, cr = z[r], h[r], c[r]
+                zr, hr, cr = z_all[b0 + r, t], h[r], c[r]  # a C-contiguous row: vectorised
                 activate(recurrent_activation, zr[:u])
                 activate(recurrent_activation, zr[u : 2 * u])
                 activate(activation, zr[2 * u : 3 * u])
@@ -168,21 +169,20 @@ def simple_rnn(x, state, kernel, recurrent_kernel, bias, activation, sequences):
     u = recurrent_kernel.shape[0]
     y = np.empty((batch, steps if sequences else 1, u), F)
     new_state = np.empty((batch, u), F)
-    projected = _project(x.reshape(batch * steps, x.shape[2]), kernel, bias)
+    z_all = _project(x.reshape(batch * steps, x.shape[2]), kernel, bias).reshape(batch, steps, u)
     group = min(batch, _ROW_GROUP)
-    z = np.empty((group, u), F)
     h = np.empty((group, u), F)
     for b0 in range(0, batch, group):
         rows = min(group, batch - b0)
         for r in range(rows):
             h[r] = state[b0 + r]
         for t in range(steps):
+            z = z_all[b0 : b0 + rows, t]
+            accumulate(z, h[:rows], recurrent_kernel)
             for r in range(rows):
-                z[r] = projected[(b0 + r) * steps + t]
-            accumulate(z[:rows], h[:rows], recurrent_kernel)
-            for r in range(rows):
-                activate(activation, z[r])
-                h[r] = z[r]
+                zr = z_all[b0 + r, t]
+                activate(activation, zr)
+                h[r] = zr
                 if sequences:
                     y[b0 + r, t] = h[r]
         for r in range(rows):

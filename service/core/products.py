@@ -68,22 +68,48 @@ class _Codegen:
         self.single_width = budget
         self.group_width = max(1, budget // self.group)
         self.sums = [cgutils.alloca_once(builder, _VECTOR) for _ in range(budget)]
-        self.scalar_sum = cgutils.alloca_once(builder, _F32)
+        mask = ir.VectorType(ir.IntType(1), _LANES)
+        module = builder.module
+        self.masked_load = cgutils.get_or_insert_function(
+            module,
+            ir.FunctionType(_VECTOR, [_VECTOR.as_pointer(), _I32, mask, _VECTOR]),
+            f"llvm.masked.load.v{_LANES}f32.p0",
+        )
+        self.masked_store = cgutils.get_or_insert_function(
+            module,
+            ir.FunctionType(ir.VoidType(), [_VECTOR, _VECTOR.as_pointer(), _I32, mask]),
+            f"llvm.masked.store.v{_LANES}f32.p0",
+        )
 
     def bytes(self, count):
         return self.builder.mul(count, self.intp(4))
 
-    def vectors(self, z_rows, x_rows, first, width):
-        """Outputs [first, first + width * _LANES) of the rows, their sums in registers."""
+    def load(self, base, offset, mask):
+        address = _at(self.builder, base, offset, _VECTOR)
+        if mask is None:
+            return self.builder.load(address, align=4)
+        zeros = ir.Constant(_VECTOR, [0.0] * _LANES)
+        return self.builder.call(self.masked_load, [address, _I32(4), mask, zeros])
+
+    def store(self, value, base, offset, mask):
+        address = _at(self.builder, base, offset, _VECTOR)
+        if mask is None:
+            self.builder.store(value, address, align=4)
+        else:
+            self.builder.call(self.masked_store, [value, address, _I32(4), mask])
+
+    def vectors(self, z_rows, x_rows, first, width, mask=None):
+        """Outputs [first, first + width * _LANES) of the rows, their sums in registers;
+        with a mask (one vector), only its lanes are read and written."""
         b, intp = self.builder, self.intp
         offsets = [self.bytes(b.add(first, intp(_LANES * k))) for k in range(width)]
         sums = [[self.sums[r * width + k] for k in range(width)] for r in range(len(z_rows))]
         for z_r, row_sums in zip(z_rows, sums, strict=True):
             for offset, total in zip(offsets, row_sums, strict=True):
-                b.store(b.load(_at(b, z_r, offset, _VECTOR), align=4), total)
+                b.store(self.load(z_r, offset, mask), total)
         with cgutils.for_range(b, self.inputs, intp=intp) as loop:
             w_i = cgutils.pointer_add(b, self.w, b.mul(loop.index, self.w_row))
-            ws = [b.load(_at(b, w_i, offset, _VECTOR), align=4) for offset in offsets]
+            ws = [self.load(w_i, offset, mask) for offset in offsets]
             for x_r, row_sums in zip(x_rows, sums, strict=True):
                 one = b.load(_at(b, x_r, self.bytes(loop.index), _F32))
                 xi = b.shuffle_vector(
@@ -95,20 +121,7 @@ class _Codegen:
                     b.store(b.fadd(b.load(total), b.fmul(xi, wv)), total)
         for z_r, row_sums in zip(z_rows, sums, strict=True):
             for offset, total in zip(offsets, row_sums, strict=True):
-                b.store(b.load(total), _at(b, z_r, offset, _VECTOR), align=4)
-
-    def scalars(self, z_r, x_r, start):
-        """Outputs [start, n) of one row, one at a time."""
-        b, intp = self.builder, self.intp
-        with cgutils.for_range(b, self.n, start=start, intp=intp) as tail:
-            z_j = _at(b, z_r, self.bytes(tail.index), _F32)
-            b.store(b.load(z_j), self.scalar_sum)
-            with cgutils.for_range(b, self.inputs, intp=intp) as loop:
-                w_i = cgutils.pointer_add(b, self.w, b.mul(loop.index, self.w_row))
-                w_ij = b.load(_at(b, w_i, self.bytes(tail.index), _F32))
-                x_i = b.load(_at(b, x_r, self.bytes(loop.index), _F32))
-                b.store(b.fadd(b.load(self.scalar_sum), b.fmul(x_i, w_ij)), self.scalar_sum)
-            b.store(b.load(self.scalar_sum), z_j)
+                self.store(b.load(total), z_r, offset, mask)
 
     def rows_block(self, z_rows, x_rows, width):
         """Every output of these rows: blocks of `width` vectors, then the vectors left in
@@ -126,8 +139,19 @@ class _Codegen:
                 self.vectors(z_rows, x_rows, done, part)
             done = b.add(done, b.mul(taken, intp(_LANES)))
             part //= 2
-        for z_r, x_r in zip(z_rows, x_rows, strict=True):
-            self.scalars(z_r, x_r, done)
+        # The last outputs (fewer than a vector): one vector whose other lanes are masked.
+        tail = b.sub(self.n, done)
+        with b.if_then(b.icmp_unsigned("!=", tail, intp(0))):
+            lanes = ir.Constant(ir.VectorType(_I32, _LANES), list(range(_LANES)))
+            count = b.trunc(tail, _I32)
+            counts = b.shuffle_vector(
+                b.insert_element(
+                    ir.Constant(ir.VectorType(_I32, _LANES), ir.Undefined), count, _I32(0)
+                ),
+                ir.Constant(ir.VectorType(_I32, _LANES), ir.Undefined),
+                _SPLAT,
+            )
+            self.vectors(z_rows, x_rows, done, 1, b.icmp_unsigned("<", lanes, counts))
 
     def row_bases(self, first_row, count):
         b = self.builder

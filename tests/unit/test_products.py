@@ -19,7 +19,7 @@ def in_documented_order(z: np.ndarray, x: np.ndarray, w: np.ndarray) -> np.ndarr
 
 
 # Rows: one (sums in registers), groups of rows and a partial group; outputs: whole
-# register blocks, leftover vectors of every size and single leftover outputs.
+# register blocks, leftover vectors of every size and a masked last vector.
 SHAPES = [
     (1, 64, 256),
     (1, 80, 512),

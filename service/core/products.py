@@ -1,20 +1,18 @@
 """`accumulate(z, x, w)`: z[s, j] += x[s, i] * w[i, j] for i = 0, 1, 2, ... in that order.
 
 Every z[s, j] takes its terms one at a time, in input order, each a `fmul` then an `fadd`
-(two roundings: no fast-math flag anywhere, so LLVM never fuses or reorders them). Two
-ways of walking the arrays give those same bits:
+(two roundings: no fast-math flag anywhere, so LLVM never fuses or reorders them).
 
-- One row (a long chunk of one session): written in LLVM IR so that a block of outputs
-  stays in vector registers across the whole sum. Compiled from numba loops, z[j] went
-  through memory after every few inputs: LLVM cannot keep it in registers, since z and w
-  might alias. The block is as wide as the target's registers allow (`_vectors_per_block`).
-- Several rows (micro-batches, and the input projections of many timesteps): numba loops,
-  four inputs per pass over z, the rows inside, so those four rows of w are read from
-  memory once and used from the L1 cache by every row.
-
-Lanes never interact, so the vector width a CPU gets (<16 x float> is one AVX-512 register,
-two AVX ones, four SSE ones) changes no bit; the outputs past the last full vector are
-summed one by one in the same order.
+The product is written in LLVM IR (`_accumulate_blocked`) so that a block of partial sums
+stays in vector registers across the whole sum over the inputs: compiled from numba loops,
+z[j] went through memory every few inputs, since LLVM must assume z and w may alias. One
+row (a long chunk of one session) holds as many vectors as half the target's registers
+(`_register_budget`); several rows (micro-batches, the input terms of many timesteps) go
+in groups of rows that share each load of w. Lanes never interact, so the vector width a
+CPU gets (<16 x float> is one AVX-512 register, two AVX ones, four SSE ones) and the block
+sizes change no bit; the outputs past the last full vector are one vector whose other
+lanes are masked (never read or written). Arrays whose last axis is not contiguous take
+plain numba loops (`_accumulate_rows`), the same operations in the same order.
 """
 
 from typing import Any
@@ -125,7 +123,7 @@ class _Codegen:
 
     def rows_block(self, z_rows, x_rows, width):
         """Every output of these rows: blocks of `width` vectors, then the vectors left in
-        blocks of width/2, width/4, ..., 1 as they fit, then one by one."""
+        blocks of width/2, width/4, ..., 1 as they fit, then one masked vector."""
         b, intp = self.builder, self.intp
         full = b.udiv(self.n, intp(_LANES * width))
         with cgutils.for_range(b, full, intp=intp) as loop:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from numba import config, types
 
-from service.core import activation_kernel, fmath, kernels
+from service.core import activation_kernel, fmath, kernels, products
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ _compiled = False
 
 def sources_digest() -> str:
     digest = hashlib.sha256()
-    for module in (fmath, activation_kernel, kernels):
+    for module in (fmath, activation_kernel, products, kernels):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()[:16]
 

@@ -248,17 +248,14 @@ class StreamingRunner:
         `step(x[b], states[b])` bit for bit."""
         y = _c(x)
         states = _c(states)
-        new_states = []
+        out_state = np.empty((x.shape[0], self.state_size), F32)
         offset = 0
         for stage in self.stages:
-            own = states[:, offset : offset + stage.state_size]
-            y, new_own = stage.forward(y, own)
+            end = offset + stage.state_size
+            y, new_own = stage.forward(y, states[:, offset:end])
             if stage.state_size:
-                new_states.append(new_own)
-            offset += stage.state_size
-        out_state = (
-            np.concatenate(new_states, axis=1) if new_states else np.zeros((x.shape[0], 0), F32)
-        )
+                out_state[:, offset:end] = new_own
+            offset = end
         if not self.per_step:
             return y[:, -1, :], out_state
         return y, out_state

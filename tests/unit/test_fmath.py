@@ -10,7 +10,7 @@ import pytest
 from numba import njit
 
 from service.core import fmath
-from service.core.kernels import _accumulate
+from service.core.products import accumulate
 
 WIDE = np.concatenate(
     [np.linspace(-90, 90, 200_001), np.random.default_rng(0).normal(0, 4, 200_000)]
@@ -54,11 +54,13 @@ def test_within_a_few_float32_ulps_of_float64(name):
 def test_compiled_kernels_fuse_no_multiply_with_an_add():
     @njit(error_model="numpy")
     def step(z, x, w):
-        _accumulate(z, x, w)
-        for j in range(z.shape[0]):
-            z[j] = fmath.tanh(z[j]) * fmath.sigmoid(z[j]) + fmath.erf(z[j])
+        accumulate(z[:1], x[:1], w)  # one row: sums held in registers
+        accumulate(z, x, w)  # several rows
+        accumulate(z[:, ::2], x, w[:, ::2])  # strided: numba loops
+        for j in range(z.shape[1]):
+            z[0, j] = fmath.tanh(z[0, j]) * fmath.sigmoid(z[0, j]) + fmath.erf(z[0, j])
 
-    z, x = np.zeros(256, np.float32), np.ones(64, np.float32)
+    z, x = np.zeros((5, 256), np.float32), np.ones((5, 64), np.float32)
     step(z, x, np.ones((64, 256), np.float32))
     assembly = "".join(step.inspect_asm().values())
     assert re.search(r"\bv?mulps\b|\bv?mulss\b", assembly)  # the products are there...

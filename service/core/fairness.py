@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -26,6 +26,11 @@ THREAD_OFFLOAD_STEPS = 32
 INLINE_BATCH_STEPS = 64 * THREAD_OFFLOAD_STEPS
 # Heavy work yields to other requests' heavy work between slices of this many timesteps.
 SLICE_STEPS = 256
+# How long a thread that wants the interpreter lock waits before the holder must let go at
+# its next bytecode (CPython's default: 5 ms). Heavy work holds the lock in slices of a
+# fraction of a millisecond (a sliced decoding's C calls); between two slices run back to
+# back, the event loop waits at most this long for it.
+SWITCH_INTERVAL_SECONDS = 0.0005
 # A request body larger than this is "large": its bytes count against `BodyBytes`, and the
 # request is heavy work from its first byte.
 LARGE_BODY_BYTES = 64 * 1024
@@ -45,6 +50,16 @@ class _Progress(_Queued):
     states: Floats = field(default_factory=lambda: np.zeros(0, np.float32))
     start: int = 0
     outputs: list[Floats] = field(default_factory=list)
+    cancelled: bool = False
+
+
+@dataclass
+class _Steps(_Queued):
+    """A sliced job's generator, and its value once it has returned."""
+
+    steps: Generator[None, None, object] | None = None
+    finished: bool = False
+    value: object = None
     cancelled: bool = False
 
 
@@ -102,6 +117,34 @@ class HeavyWork:
             outputs, progress.states = runner.step_batch(piece, progress.states)
             progress.outputs.append(outputs)
             progress.start += piece.shape[1]
+            if self._waiting:
+                return
+
+    async def call_sliced(self, steps: Generator[None, None, T]) -> T:
+        """The generator's work in the heavy-work thread, one slice between two of its
+        `yield`s, back to back while no other heavy work waits and from the end of the
+        queue when some does (as `run`'s slices): one hand-off for a whole decoding or
+        encoding when it runs alone. Its return value is the result."""
+        loop = asyncio.get_running_loop()
+        job = _Steps(steps=steps)
+        try:
+            while not job.finished:
+                self._count_waiting(job, True)
+                await loop.run_in_executor(self._thread, self._steps, job)
+        finally:
+            job.cancelled = True
+            self._count_waiting(job, False)
+        return job.value  # type: ignore[return-value]
+
+    def _steps(self, job: _Steps) -> None:
+        self._count_waiting(job, False)
+        assert job.steps is not None
+        while not job.cancelled:
+            try:
+                next(job.steps)
+            except StopIteration as returned:
+                job.finished, job.value = True, returned.value
+                return
             if self._waiting:
                 return
 

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from service.allocator import reuse_large_buffers
 from service.api.auth import ApiKeyAuth, ApiKeys, load_admin_keys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
@@ -114,6 +115,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         )
         app.state.sequences = SequenceService(app.state.sessions)
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        reuse_large_buffers()
         # TensorFlow and Keras leave ~400k long-lived objects; a full garbage collection
         # walking them stalls every request for 100-300 ms, every few seconds under load.
         # Frozen, they are skipped, and collections only see what requests allocate.

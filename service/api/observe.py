@@ -1,6 +1,7 @@
 """Per request: an `X-Request-ID`, one JSON access-log line and the HTTP metrics; per
 WebSocket stream, a line when it opens and one when it closes, with what it answered."""
 
+import contextlib
 import json
 import logging
 import os
@@ -137,8 +138,10 @@ class RequestObserver:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
+        sessions = getattr(scope["app"].state, "sessions", None)
         try:
-            await self.app(scope, receive, send_with_id)
+            with sessions.heavy.request() if sessions else contextlib.nullcontext():
+                await self.app(scope, receive, send_with_id)
         except Exception:
             if not status:  # the app's outermost handler answers 500 after this
                 note_error(scope, "internal_error")

@@ -84,6 +84,7 @@ class HeavyWork:
         self._by_key: Counter[str] = Counter()
         self._running = 0
         self._waiting = 0  # jobs queued for the thread; changed under `_lock` by both threads
+        self._requests = 0  # requests in progress in the process (`request`)
         self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="lstm-heavy")
 
@@ -120,11 +121,23 @@ class HeavyWork:
             if self._waiting:
                 return
 
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """Counts a request in progress (kept by the API for every HTTP request)."""
+        self._requests += 1
+        try:
+            yield
+        finally:
+            self._requests -= 1
+
     async def call_sliced(self, steps: Generator[None, None, T]) -> T:
         """The generator's work in the heavy-work thread, one slice between two of its
-        `yield`s, back to back while no other heavy work waits and from the end of the
-        queue when some does (as `run`'s slices): one hand-off for a whole decoding or
-        encoding when it runs alone. Its return value is the result."""
+        `yield`s; its return value is the result. Its slices hold the interpreter lock
+        (decoding, encoding): they run back to back only while its request is the only one
+        in progress, one hand-off for the whole job. Otherwise each goes back to the event
+        loop, which holds the lock freely between two, and queues again behind any other
+        heavy work (a thread that kept it would make the loop wait for the lock at every
+        turn: a flood's 1-step p99 went from ~60 to ~160 ms, docs/benchmarks.md)."""
         loop = asyncio.get_running_loop()
         job = _Steps(steps=steps)
         try:
@@ -145,7 +158,7 @@ class HeavyWork:
             except StopIteration as returned:
                 job.finished, job.value = True, returned.value
                 return
-            if self._waiting:
+            if self._waiting or self._requests > 1:
                 return
 
     def _count_waiting(self, job: _Queued, queued: bool) -> None:

@@ -1,6 +1,7 @@
 """Heavy work: bounded per key and in total, and the same bits when computed in slices."""
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -112,3 +113,37 @@ def test_a_sliced_job_returns_its_value_and_lets_work_that_arrives_pass_between_
     assert value == "decoded"
     assert 0 < order.index("other") < len(order) - 1
     assert [item for item in order if item != "other"] == [f"slice {n}" for n in range(200)]
+
+
+@pytest.mark.parametrize(("requests", "hand_offs"), [(1, 1), (2, 6)])
+def test_a_sliced_job_keeps_the_thread_only_while_its_request_is_alone(requests, hand_offs):
+    # Its slices hold the interpreter lock: with another request in progress each of its
+    # six (five yields, then the return) goes
+    # back to the event loop, which holds the lock freely until it queues the next.
+    work = HeavyWork(per_key=2, total=2)
+    entries = 0
+    steps = work._steps
+
+    def counted(job):
+        nonlocal entries
+        entries += 1
+        steps(job)
+
+    work._steps = counted  # type: ignore[method-assign]
+
+    def job():
+        for _ in range(5):
+            yield
+        return "encoded"
+
+    async def scenario() -> str:
+        with contextlib.ExitStack() as in_progress:
+            for _ in range(requests):
+                in_progress.enter_context(work.request())
+            return await work.call_sliced(job())
+
+    try:
+        assert asyncio.run(scenario()) == "encoded"
+    finally:
+        work.close()
+    assert entries == hand_offs

@@ -117,9 +117,9 @@ def test_a_sliced_job_returns_its_value_and_lets_work_that_arrives_pass_between_
 
 @pytest.mark.parametrize(("requests", "hand_offs"), [(1, 1), (2, 6)])
 def test_a_sliced_job_keeps_the_thread_only_while_its_request_is_alone(requests, hand_offs):
-    # Its slices hold the interpreter lock: with another request in progress each of its
-    # six (five yields, then the return) goes
-    # back to the event loop, which holds the lock freely until it queues the next.
+    # Its slices hold the interpreter lock: with another request in progress each of its six
+    # (five yields, then the return) goes back to the event loop, which holds the lock
+    # freely until it queues the next.
     work = HeavyWork(per_key=2, total=2)
     entries = 0
     steps = work._steps

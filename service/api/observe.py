@@ -101,6 +101,12 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     return sorted(methods)
 
 
+def _in_progress(scope: Scope) -> contextlib.AbstractContextManager[None]:
+    """The request counted as in progress, for heavy work's slicing (`HeavyWork.request`)."""
+    sessions = getattr(scope["app"].state, "sessions", None)
+    return sessions.heavy.request() if sessions is not None else contextlib.nullcontext()
+
+
 class RequestObserver:
     """Outermost middleware: times each request, labels it by route template, returns an
     `X-Request-ID`, counts errors by code and writes the access log."""
@@ -138,9 +144,8 @@ class RequestObserver:
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        sessions = getattr(scope["app"].state, "sessions", None)
         try:
-            with sessions.heavy.request() if sessions else contextlib.nullcontext():
+            with _in_progress(scope):
                 await self.app(scope, receive, send_with_id)
         except Exception:
             if not status:  # the app's outermost handler answers 500 after this
@@ -176,7 +181,8 @@ class RequestObserver:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with _in_progress(scope):  # a stream's chunks may come at any time: all its life
+                await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             if status == SWITCHING_PROTOCOLS:

@@ -123,7 +123,8 @@ class HeavyWork:
 
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
-        """Counts a request in progress (kept by the API for every HTTP request)."""
+        """Counts a request in progress (kept by the API for every HTTP request and open
+        WebSocket stream)."""
         self._requests += 1
         try:
             yield

@@ -4,12 +4,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from service import __version__
+from service.allocator import reuse_large_buffers
 from service.api.auth import ApiKeyAuth, ApiKeys, load_admin_keys, load_api_keys
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
@@ -22,7 +24,7 @@ from service.api.openapi import install_openapi
 from service.api.rate_limit import KeyRateLimit
 from service.api.routes import chunks, health, metrics, models, sessions, stream, v2
 from service.core.batcher import MicroBatcher
-from service.core.fairness import BodyBytes
+from service.core.fairness import SWITCH_INTERVAL_SECONDS, BodyBytes
 from service.core.kernel_cache import compile_kernels
 from service.core.repository import ModelRegistry, VersionPolicy
 from service.core.sequences import SequenceService
@@ -114,6 +116,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             ),
         )
         app.state.sequences = SequenceService(app.state.sessions)
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        reuse_large_buffers()
         # TensorFlow and Keras leave ~400k long-lived objects; a full garbage collection
         # walking them stalls every request for 100-300 ms, every few seconds under load.
         # Frozen, they are skipped, and collections only see what requests allocate.

@@ -179,12 +179,6 @@ def json_answer(content: dict[str, Any], status_code: int = 200) -> Response:
     return Response(encoded(content), status_code=status_code, media_type=JSON)
 
 
-async def large_json_answer(heavy: HeavyWork, content: dict[str, Any], large: bool) -> Response:
-    """`json_answer`; a large one (megabytes to copy) is assembled in the heavy-work thread."""
-    body = await heavy.call(encoded, content) if large else encoded(content)
-    return Response(body, media_type=JSON)
-
-
 def binary_answer(outputs: Floats, headers: dict[str, str]) -> Response:
     return Response(float32_bytes(outputs), media_type=OCTET_STREAM, headers=headers)
 

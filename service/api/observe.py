@@ -1,6 +1,7 @@
 """Per request: an `X-Request-ID`, one JSON access-log line and the HTTP metrics; per
 WebSocket stream, a line when it opens and one when it closes, with what it answered."""
 
+import contextlib
 import json
 import logging
 import os
@@ -100,6 +101,12 @@ def allowed_methods(app: FastAPI, scope: Scope) -> list[str]:
     return sorted(methods)
 
 
+def _in_progress(scope: Scope) -> contextlib.AbstractContextManager[None]:
+    """The request counted as in progress, for heavy work's slicing (`HeavyWork.request`)."""
+    sessions = getattr(scope["app"].state, "sessions", None)
+    return sessions.heavy.request() if sessions is not None else contextlib.nullcontext()
+
+
 class RequestObserver:
     """Outermost middleware: times each request, labels it by route template, returns an
     `X-Request-ID`, counts errors by code and writes the access log."""
@@ -138,7 +145,8 @@ class RequestObserver:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with _in_progress(scope):
+                await self.app(scope, receive, send_with_id)
         except Exception:
             if not status:  # the app's outermost handler answers 500 after this
                 note_error(scope, "internal_error")
@@ -173,7 +181,8 @@ class RequestObserver:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            with _in_progress(scope):  # a stream's chunks may come at any time: all its life
+                await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
             if status == SWITCHING_PROTOCOLS:

@@ -3,7 +3,10 @@
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from service.api.schemas import error_body
+from service.api.tensor_json import values_json
 from service.core.models import RefusedModel, ServedModel
 from service.core.repository import ModelRegistry
 from service.core.session_record import SessionRecord
@@ -70,14 +73,17 @@ def session_info(session_id: str, record: SessionRecord) -> dict[str, Any]:
     }
 
 
-def chunk_result(session_id: str, result: ChunkResult, outputs: Any = None) -> dict[str, Any]:
-    """`outputs`: the outputs encoded already (`tensor_json.encode_values`), if they are."""
+def chunk_result(
+    session_id: str, result: ChunkResult, outputs: msgspec.Raw | None = None
+) -> dict[str, Any]:
+    """For msgspec's encoder. `outputs`: the outputs encoded already
+    (`tensor_json.encode_values`), if they are."""
     return {
         "session_id": session_id,
         "offset": result.offset,
         "steps": result.record.steps,
         "replayed": result.replayed,
-        "outputs": result.outputs.tolist() if outputs is None else outputs,
+        "outputs": msgspec.Raw(values_json(result.outputs)) if outputs is None else outputs,
     }
 
 

@@ -3,8 +3,10 @@
 Decoding a multi-megabyte JSON body, or encoding 800,000 output values, is one long C call
 that holds the interpreter lock: run on the event loop (or in one piece in a thread) it
 stalls every other request for its whole length. Here the work runs in the heavy-work
-thread (`HeavyWork.call`) in slices of about `SLICE_BYTES` of JSON each, so the loop
-serves other keys' short chunks between slices.
+thread (`HeavyWork.call_sliced`: one hand-off for the whole job while no other heavy work
+waits) in slices of about `SLICE_BYTES` of JSON each, so the loop serves other keys' short
+chunks between slices (it gets the interpreter lock within `SWITCH_INTERVAL_SECONDS` of
+asking, at a slice's end at the latest).
 
 Decoding: the document around the `inputs` rows is checked alone (found at once when the
 body starts `{"inputs": [` and ends with the list, the offset and `}`; otherwise by one
@@ -16,8 +18,8 @@ error.
 """
 
 import re
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Generator
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import numpy as np
@@ -28,6 +30,7 @@ from service.core.fairness import HeavyWork
 from service.core.inputs import as_array
 from service.errors import InvalidInput
 
+T = TypeVar("T")
 SLICE_BYTES = 256 * 1024
 # Output values encoded per slice: about SLICE_BYTES of JSON text.
 SLICE_VALUES = SLICE_BYTES // 16
@@ -162,36 +165,64 @@ async def decode_rows(
 ) -> tuple[Floats, int | None]:
     """A JSON body `{"inputs": T x F[, "offset": n]}` decoded in slices in the heavy-work
     thread; `ordinary(body)` (same result, same errors) decodes it when a slice fails."""
-    layout = await heavy.call(_layout, body, chunk)
+    return await heavy.call_sliced(_decoding(body, chunk, ordinary))
+
+
+def _decoding(
+    body: bytes, chunk: bool, ordinary: Callable[[bytes], tuple[Floats, int | None]]
+) -> Generator[None, None, tuple[Floats, int | None]]:
+    layout = _layout(body, chunk)
+    yield
     if layout is None:
-        return await heavy.call(ordinary, body)
+        return ordinary(body)
     cuts, offset = layout
     pieces: list[Floats] = []
     for start, end in cuts:
-        piece = await heavy.call(_piece, body, start, end)
+        piece = _piece(body, start, end)
+        yield
         if piece is None or (pieces and piece.shape[1] != pieces[0].shape[1]):
-            return await heavy.call(ordinary, body)
+            return ordinary(body)
         pieces.append(piece)
-    x = pieces[0] if len(pieces) == 1 else await heavy.call(np.concatenate, pieces)
-    return x, offset
+    return (pieces[0] if len(pieces) == 1 else np.concatenate(pieces)), offset
 
 
-def _encoded(values: Any, first: bool = True, last: bool = True) -> bytes:
+def values_json(values: Floats) -> bytes:
+    """float32 `values` as (nested) JSON lists of their exact float64 values, which read
+    back as the same float32 however a client parses them (docs/decisions.md: the float32
+    shortest form does not, once read as float64 first)."""
+    return _ENCODER.encode(values.tolist())
+
+
+def _encoded(values: Floats, first: bool = True, last: bool = True) -> bytes:
     """`values` as a JSON list; without its `[` unless `first`, its `]` unless `last`."""
-    text = _ENCODER.encode(values.tolist())
+    text = values_json(values)
     return text[0 if first else 1 : len(text) if last else -1]
 
 
-async def encode_values(heavy: HeavyWork, values: Floats) -> msgspec.Raw:
-    """`values.tolist()` as JSON, for embedding in an answer (msgspec encodes a `Raw` as is);
-    a large array is encoded in slices (of whole rows) in the heavy-work thread."""
+async def encode_values(
+    heavy: HeavyWork, values: Floats, then: Callable[[msgspec.Raw], T] | None = None
+) -> T:
+    """`values` as JSON (`values_json`), for embedding in an answer (msgspec encodes a `Raw`
+    as is), then `then` of it (the answer's assembly, megabytes to copy); a large array is
+    encoded in slices (of whole rows) and assembled in the heavy-work thread."""
+    finish: Callable[[msgspec.Raw], Any] = then or _same
     if values.size <= SLICE_VALUES:
-        return msgspec.Raw(_encoded(values))
+        return finish(msgspec.Raw(values_json(values)))  # type: ignore[no-any-return]
+    return await heavy.call_sliced(_encoding(values, finish))
+
+
+def _same(raw: msgspec.Raw) -> msgspec.Raw:
+    return raw
+
+
+def _encoding(values: Floats, finish: Callable[[msgspec.Raw], T]) -> Generator[None, None, T]:
     row = values.size // len(values)
     step = max(1, SLICE_VALUES // row)
     starts = range(0, len(values), step)
-    parts = [
-        await heavy.call(_encoded, values[start : start + step], start == 0, start == starts[-1])
-        for start in starts
-    ]
-    return msgspec.Raw(await heavy.call(b",".join, parts))
+    parts = []
+    for start in starts:
+        parts.append(_encoded(values[start : start + step], start == 0, start == starts[-1]))
+        yield
+    raw = msgspec.Raw(b",".join(parts))
+    yield
+    return finish(raw)

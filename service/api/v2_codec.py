@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from service.api.tensor_json import values_json
 from service.core.arrays import Floats
 from service.core.sequences import InferRequest, SequenceId
 from service.errors import InvalidInput, PayloadTooLarge
@@ -283,7 +284,7 @@ def encode_response(
         raw = np.ascontiguousarray(outputs, dtype="<f4").tobytes()
         tensor["parameters"] = {"binary_data_size": len(raw)}
     else:
-        tensor["data"] = data if data is not None else outputs.ravel().tolist()
+        tensor["data"] = data if data is not None else msgspec.Raw(values_json(outputs.ravel()))
     text = _ENCODER.encode({**header, "outputs": [tensor]})
     if not binary:
         return text, {}

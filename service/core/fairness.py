@@ -5,7 +5,7 @@ import asyncio
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -26,6 +26,11 @@ THREAD_OFFLOAD_STEPS = 32
 INLINE_BATCH_STEPS = 64 * THREAD_OFFLOAD_STEPS
 # Heavy work yields to other requests' heavy work between slices of this many timesteps.
 SLICE_STEPS = 256
+# How long a thread that wants the interpreter lock waits before the holder must let go at
+# its next bytecode (CPython's default: 5 ms). Heavy work holds the lock in slices of a
+# fraction of a millisecond (a sliced decoding's C calls); between two slices run back to
+# back, the event loop waits at most this long for it.
+SWITCH_INTERVAL_SECONDS = 0.0005
 # A request body larger than this is "large": its bytes count against `BodyBytes`, and the
 # request is heavy work from its first byte.
 LARGE_BODY_BYTES = 64 * 1024
@@ -45,6 +50,16 @@ class _Progress(_Queued):
     states: Floats = field(default_factory=lambda: np.zeros(0, np.float32))
     start: int = 0
     outputs: list[Floats] = field(default_factory=list)
+    cancelled: bool = False
+
+
+@dataclass
+class _Steps(_Queued):
+    """A sliced job's generator, and its value once it has returned."""
+
+    steps: Generator[None, None, object] | None = None
+    finished: bool = False
+    value: object = None
     cancelled: bool = False
 
 
@@ -69,6 +84,7 @@ class HeavyWork:
         self._by_key: Counter[str] = Counter()
         self._running = 0
         self._waiting = 0  # jobs queued for the thread; changed under `_lock` by both threads
+        self._requests = 0  # requests in progress in the process (`request`)
         self._lock = threading.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="lstm-heavy")
 
@@ -103,6 +119,47 @@ class HeavyWork:
             progress.outputs.append(outputs)
             progress.start += piece.shape[1]
             if self._waiting:
+                return
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        """Counts a request in progress (kept by the API for every HTTP request and open
+        WebSocket stream)."""
+        self._requests += 1
+        try:
+            yield
+        finally:
+            self._requests -= 1
+
+    async def call_sliced(self, steps: Generator[None, None, T]) -> T:
+        """The generator's work in the heavy-work thread, one slice between two of its
+        `yield`s; its return value is the result. Its slices hold the interpreter lock
+        (decoding, encoding): they run back to back only while its request is the only one
+        in progress, one hand-off for the whole job. Otherwise each goes back to the event
+        loop, which holds the lock freely between two, and queues again behind any other
+        heavy work (a thread that kept it would make the loop wait for the lock at every
+        turn: a flood's 1-step p99 went from ~60 to ~160 ms, docs/benchmarks.md)."""
+        loop = asyncio.get_running_loop()
+        job = _Steps(steps=steps)
+        try:
+            while not job.finished:
+                self._count_waiting(job, True)
+                await loop.run_in_executor(self._thread, self._steps, job)
+        finally:
+            job.cancelled = True
+            self._count_waiting(job, False)
+        return job.value  # type: ignore[return-value]
+
+    def _steps(self, job: _Steps) -> None:
+        self._count_waiting(job, False)
+        assert job.steps is not None
+        while not job.cancelled:
+            try:
+                next(job.steps)
+            except StopIteration as returned:
+                job.finished, job.value = True, returned.value
+                return
+            if self._waiting or self._requests > 1:
                 return
 
     def _count_waiting(self, job: _Queued, queued: bool) -> None:

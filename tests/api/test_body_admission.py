@@ -3,6 +3,7 @@ total), and a large JSON body is decoded off the event loop."""
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 
 import httpx
@@ -147,22 +148,20 @@ def test_a_short_chunk_of_another_key_is_answered_while_a_large_json_body_is_dec
 ):
     # Small slices: the 500-step body below is decoded in hundreds of them.
     monkeypatch.setattr(tensor_json, "SLICE_BYTES", 2048)
-    heavy = admitting.app.state.sessions.heavy
     events: list[str] = []
-    real_call = heavy.call
-    answered = asyncio.Event()
+    answered = threading.Event()
+    real_piece = tensor_json._piece
 
-    async def recorded_call(work, *args):
-        result = await real_call(work, *args)
-        name = getattr(work, "__name__", "work")
-        events.append(name)
-        if name == "_piece" and events.count("_piece") == 1:
-            # Between two slices the event loop is free: the short chunk must get through
-            # now (it is never reached while one decoding call holds the loop).
-            await asyncio.wait_for(answered.wait(), 60)
-        return result
+    def recorded_piece(*args):
+        piece = real_piece(*args)
+        events.append("_piece")
+        if events.count("_piece") == 1:
+            # The decoding goes on in the heavy-work thread, beside the event loop: the
+            # short chunk must get through now (it never would if the loop decoded).
+            answered.wait(60)
+        return piece
 
-    monkeypatch.setattr(heavy, "call", recorded_call)
+    monkeypatch.setattr(tensor_json, "_piece", recorded_piece)
     inputs = np.random.default_rng(7).normal(size=(500, 16)).astype(np.float32)
     body = json.dumps({"inputs": inputs.tolist()}).encode()
     assert LARGE < len(body) < 200_000
@@ -200,9 +199,9 @@ def test_a_short_chunk_of_another_key_is_answered_while_a_large_json_body_is_dec
 
 
 def test_long_json_answers_encoded_in_slices_hold_the_binary_answers_values(admitting, monkeypatch):
-    from service.api.routes import models, sessions, v2
+    from service.api.routes import v2
 
-    for module in (tensor_json, models, sessions, v2):
+    for module in (tensor_json, v2):
         monkeypatch.setattr(module, "SLICE_VALUES", 100)  # 300 steps x 8 outputs: 24 slices
     inputs = np.random.default_rng(3).normal(size=(300, 16)).astype(np.float32)
     key = bearer(KEY)

@@ -1,6 +1,9 @@
 """Heavy work: bounded per key and in total, and the same bits when computed in slices."""
 
 import asyncio
+import contextlib
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -80,3 +83,67 @@ def test_long_work_lets_work_that_arrives_pass_after_a_slice(runner):
         work.close()
     assert overtaken
     assert outputs.tobytes() == runner.step_batch(short, states)[0].tobytes()
+
+
+def test_a_sliced_job_returns_its_value_and_lets_work_that_arrives_pass_between_slices():
+    # `call_sliced` runs a job's slices back to back in one hand-off, yet a call queued
+    # meanwhile goes between two of them, not after the last.
+    work = HeavyWork(per_key=2, total=2)
+    order: list[str] = []
+    began = threading.Event()
+
+    def job():
+        for step in range(200):
+            order.append(f"slice {step}")
+            began.set()
+            time.sleep(0.001)  # a slice's work, the interpreter lock let go
+            yield
+        return "decoded"
+
+    async def scenario() -> str:
+        long = asyncio.ensure_future(work.call_sliced(job()))
+        await asyncio.get_running_loop().run_in_executor(None, began.wait)
+        await work.call(order.append, "other")
+        return await long
+
+    try:
+        value = asyncio.run(scenario())
+    finally:
+        work.close()
+    assert value == "decoded"
+    assert 0 < order.index("other") < len(order) - 1
+    assert [item for item in order if item != "other"] == [f"slice {n}" for n in range(200)]
+
+
+@pytest.mark.parametrize(("requests", "hand_offs"), [(1, 1), (2, 6)])
+def test_a_sliced_job_keeps_the_thread_only_while_its_request_is_alone(requests, hand_offs):
+    # Its slices hold the interpreter lock: with another request in progress each of its six
+    # (five yields, then the return) goes back to the event loop, which holds the lock
+    # freely until it queues the next.
+    work = HeavyWork(per_key=2, total=2)
+    entries = 0
+    steps = work._steps
+
+    def counted(job):
+        nonlocal entries
+        entries += 1
+        steps(job)
+
+    work._steps = counted  # type: ignore[method-assign]
+
+    def job():
+        for _ in range(5):
+            yield
+        return "encoded"
+
+    async def scenario() -> str:
+        with contextlib.ExitStack() as in_progress:
+            for _ in range(requests):
+                in_progress.enter_context(work.request())
+            return await work.call_sliced(job())
+
+    try:
+        assert asyncio.run(scenario()) == "encoded"
+    finally:
+        work.close()
+    assert entries == hand_offs

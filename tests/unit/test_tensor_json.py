@@ -84,7 +84,7 @@ def test_sliced_encoding_gives_the_values(heavy, monkeypatch, shape):
     monkeypatch.setattr(tensor_json, "SLICE_VALUES", 1000)
     values = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     encoded = asyncio.run(encode_values(heavy, values))
-    assert json.loads(bytes(encoded)) == values.tolist()
+    assert np.array(json.loads(bytes(encoded)), np.float32).tobytes() == values.tobytes()
 
 
 def test_a_repeated_field_decodes_as_one_decode_does(heavy):

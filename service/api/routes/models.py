@@ -7,10 +7,11 @@ from fastapi.responses import JSONResponse
 from service import errors
 from service.api import present
 from service.api.bodies import (
+    JSON,
     binary_answer,
     binary_response,
+    encoded,
     heavy_work,
-    large_json_answer,
     read_sequence,
     request_body,
     wants_binary,
@@ -24,7 +25,7 @@ from service.api.schemas import (
     PredictResponse,
     SessionInfo,
 )
-from service.api.tensor_json import SLICE_VALUES, encode_values
+from service.api.tensor_json import encode_values
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -92,10 +93,11 @@ async def predict(
     outputs = await sessions.predict_stateless(namespace, served, x)
     if wants_binary(request):
         return binary_answer(outputs, {"model-version": served.version})
-    heavy = heavy_work(request)
-    encoded = await encode_values(heavy, outputs)
-    content = {"model": served.name, "model_version": served.version, "outputs": encoded}
-    return await large_json_answer(heavy, content, outputs.size > SLICE_VALUES)
+    header = {"model": served.name, "model_version": served.version}
+    content = await encode_values(
+        heavy_work(request), outputs, lambda values: encoded({**header, "outputs": values})
+    )
+    return Response(content, media_type=JSON)
 
 
 @router.post(

@@ -1,16 +1,18 @@
+from functools import partial
 from typing import Annotated
 
+import msgspec
 from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import errors
 from service.api import present
 from service.api.bodies import (
+    JSON,
     binary_answer,
     binary_response,
+    encoded,
     heavy_work,
-    json_answer,
-    large_json_answer,
     read_chunk,
     request_body,
     wants_binary,
@@ -18,8 +20,8 @@ from service.api.bodies import (
 from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunkResponse, ResetRequest, SessionInfo
-from service.api.tensor_json import SLICE_VALUES, encode_values
-from service.core.sessions import SessionService
+from service.api.tensor_json import encode_values
+from service.core.sessions import ChunkResult, SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -94,11 +96,14 @@ async def answer_chunk(request: Request, session_id: str, offset: int | None) ->
                 "replayed": "true" if result.replayed else "false",
             },
         )
-    if result.outputs.size <= SLICE_VALUES:
-        return json_answer(present.chunk_result(session_id, result))
-    heavy = heavy_work(request)
-    outputs = await encode_values(heavy, result.outputs)
-    return await large_json_answer(heavy, present.chunk_result(session_id, result, outputs), True)
+    content = await encode_values(
+        heavy_work(request), result.outputs, partial(_chunk_answer, session_id, result)
+    )
+    return Response(content, media_type=JSON)
+
+
+def _chunk_answer(session_id: str, result: ChunkResult, outputs: msgspec.Raw) -> bytes:
+    return encoded(present.chunk_result(session_id, result, outputs))
 
 
 @router.post(

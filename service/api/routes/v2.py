@@ -1,6 +1,7 @@
 """Open Inference Protocol (KServe V2 / Triton HTTP) with Triton's sequence extension."""
 
 import logging
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -148,11 +149,15 @@ async def infer(
             "sequence_replayed": inference.chunk.replayed,
         }
     outputs = inference.outputs
-    data = None if call.binary_output else await encode_values(heavy, outputs.ravel())
-    answer = (header, spec, outputs, call.binary_output, data)
-    # Copying megabytes of answer holds the interpreter lock too: beside the loop if large.
-    large = outputs.size > SLICE_VALUES
-    content, headers = await heavy.call(encode, *answer) if large else encode(*answer)
+    if call.binary_output:
+        # Copying megabytes of answer holds the interpreter lock: beside the loop if large.
+        answer = (header, spec, outputs, True)
+        large = outputs.size > SLICE_VALUES
+        content, headers = await heavy.call(encode, *answer) if large else encode(*answer)
+    else:
+        content, headers = await encode_values(
+            heavy, outputs.ravel(), partial(encode, header, spec, outputs, False)
+        )
     media_type = "application/octet-stream" if headers else "application/json"
     return Response(content, media_type=media_type, headers=headers)
 

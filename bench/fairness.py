@@ -6,14 +6,18 @@ Starts Redis and one `lstm-serve` with two API keys. Key B streams 1-step (and 4
 sensor-lstm chunks one after another: first alone (idle), then while key A keeps
 `--flooders` stateless predicts of `--steps` timesteps in flight (a 429 is counted and the
 flooder tries again after its Retry-After). Prints p50/p99 of B's chunks in both phases and
-their ratio, A's answers by status, and the worker's peak RSS. Extra `LSTM_*` settings are
-taken from the environment (e.g. `LSTM_MAX_HEAVY_PER_KEY=6` to see the service without
-its per-key bound).
+their ratio, A's answers by status, the worker's peak RSS, and the event loop's lag in both
+phases (from `lstm_event_loop_lag_seconds`, probed every 2 ms here: p99 interpolated in its
+buckets, max as the bucket bound it stays under). The lag depends on what the service does,
+little on what else the machine runs: it is the measure to compare on a shared machine.
+Extra `LSTM_*` settings are taken from the environment (e.g. `LSTM_MAX_HEAVY_PER_KEY=6` to
+see the service without its per-key bound).
 """
 
 import argparse
 import asyncio
 import json
+import os
 import tempfile
 import time
 from collections import Counter
@@ -21,12 +25,16 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.systems import Server, service
 from service.store.embedded import EmbeddedRedis
 
 KEY_A, KEY_B = "flooding-key-a", "patient-key-b"
 MODEL, FEATURES = "sensor-lstm", 16
+LOOP_LAG = "lstm_event_loop_lag_seconds"
+OWN_LAG = "lstm_event_loop_own_lag_seconds"  # less the loop thread's wait for a CPU
+LAG_PROBE_MS = 2
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -36,6 +44,47 @@ def bearer(key: str) -> dict[str, str]:
 def percentiles(samples: list[float]) -> dict[str, float]:
     ms = np.array(samples) * 1000
     return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
+Buckets = dict[str, dict[float, float]]
+
+
+async def lag_buckets(client: httpx.AsyncClient) -> Buckets:
+    """The loop-lag histograms now: cumulative count per bucket bound, by name."""
+    text = (await client.get("/metrics")).text
+    return {
+        family.name: {
+            float(sample.labels["le"]): sample.value
+            for sample in family.samples
+            if sample.name == family.name + "_bucket"
+        }
+        for family in text_string_to_metric_families(text)
+        if family.name in (LOOP_LAG, OWN_LAG)
+    }
+
+
+def lag_summaries(before: Buckets, after: Buckets) -> dict[str, dict[str, float]]:
+    names = {LOOP_LAG: "lag", OWN_LAG: "own_lag"}
+    return {names[name]: lag_summary(before[name], after[name]) for name in after}
+
+
+def lag_summary(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """p99 (linear within its bucket, as Prometheus' histogram_quantile) and the bound the
+    largest lag stays under, of the lags probed between two scrapes."""
+    bounds = sorted(after)
+    cumulative = [after[bound] - before.get(bound, 0.0) for bound in bounds]
+    total = cumulative[-1]
+    if not total:
+        return {"probes": 0}
+    rank = 0.99 * total
+    index = next(i for i, count in enumerate(cumulative) if count >= rank)
+    lower = bounds[index - 1] if index else 0.0
+    below = cumulative[index - 1] if index else 0.0
+    upper = bounds[index] if bounds[index] != float("inf") else lower
+    within = cumulative[index] - below
+    p99 = lower + (upper - lower) * ((rank - below) / within if within else 1.0)
+    largest = next(bound for bound, count in zip(bounds, cumulative, strict=True) if count >= total)
+    return {"probes": int(total), "p99_ms": p99 * 1000, "max_under_ms": largest * 1000}
 
 
 async def short_chunks(client: httpx.AsyncClient, steps: int, count: int) -> list[float]:
@@ -95,7 +144,9 @@ async def measure(
     limits = httpx.Limits(max_connections=None)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         await short_chunks(client, 1, 20)  # warm up
+        lags = [await lag_buckets(client)]
         idle = {n: percentiles(await short_chunks(client, n, samples)) for n in (1, 40)}
+        lags.append(await lag_buckets(client))
         statuses: Counter[int] = Counter()
         stop = asyncio.Event()
         tasks = [
@@ -103,13 +154,16 @@ async def measure(
             for _ in range(flooders)
         ]
         await asyncio.sleep(3)  # the flood under way
+        lags.append(await lag_buckets(client))
         loaded = {n: percentiles(await short_chunks(client, n, samples)) for n in (1, 40)}
+        lags.append(await lag_buckets(client))
         stop.set()
         await asyncio.gather(*tasks)
     return {
         "idle": idle,
         "flood": loaded,
         "p99_ratio_1_step": loaded[1]["p99_ms"] / idle[1]["p99_ms"],
+        "loop_lag": {"idle": lag_summaries(*lags[:2]), "flood": lag_summaries(*lags[2:])},
         "flood_statuses": dict(statuses),
     }
 
@@ -128,6 +182,9 @@ def main() -> None:
         redis = EmbeddedRedis(Path(tmp) / "redis").start()
         system = service(micro_batch=True)
         system.env["LSTM_API_KEYS"] = f"{KEY_A},{KEY_B}"
+        system.env["LSTM_LOOP_LAG_PROBE_MS"] = os.environ.get(
+            "LSTM_LOOP_LAG_PROBE_MS", str(LAG_PROBE_MS)
+        )
         try:
             with Server(system, redis.url, 1, args.log or Path(tmp) / "server.log") as server:
                 result = asyncio.run(

@@ -29,6 +29,7 @@ from service.core.kernel_cache import compile_kernels
 from service.core.repository import ModelRegistry, VersionPolicy
 from service.core.sequences import SequenceService
 from service.core.sessions import SessionLimits, SessionService
+from service.loop_lag import probe_loop_lag
 from service.metrics import PrometheusMetrics
 from service.settings import Settings
 from service.store.base import StateStore
@@ -69,6 +70,7 @@ async def poll(models: ModelRegistry, seconds: float) -> None:
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     settings = settings or Settings()
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     telemetry = PrometheusMetrics()
     api_keys = load_api_keys(settings)
     admin_keys = load_admin_keys(settings)
@@ -124,9 +126,12 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         gc.collect()
         gc.freeze()
         grpc_server = None
-        poller = None
+        background = []
         if settings.model_poll_seconds > 0 and registry is None:
-            poller = asyncio.create_task(poll(models, settings.model_poll_seconds))
+            background.append(asyncio.create_task(poll(models, settings.model_poll_seconds)))
+        if settings.loop_lag_probe_ms > 0:
+            interval = settings.loop_lag_probe_ms / 1000
+            background.append(asyncio.create_task(probe_loop_lag(interval, telemetry.loop_lagged)))
         try:
             if settings.grpc_port:
                 keys = ApiKeys(api_keys) if api_keys else None
@@ -136,10 +141,10 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         finally:
             if grpc_server:
                 await grpc_server.stop()
-            if poller is not None:
-                poller.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller
+                    await task
             app.state.sessions.heavy.close()
             await store.close()
             if embedded:

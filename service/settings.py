@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     """How often the repository is scanned for new, changed and removed versions. 0: only
     at start and on `POST /v1/models/{name}/reload`."""
 
+    gil_switch_interval_ms: float = Field(5.0, gt=0, le=100)
+    """How long a thread running Python may keep the interpreter lock while another waits for
+    it (`sys.setswitchinterval`; Python's default is 5 ms). The event loop waits up to this
+    for the lock each time it wakes while heavy work runs Python in its thread."""
+
+    loop_lag_probe_ms: float = Field(10.0, ge=0)
+    """How often the event loop's lag is probed (`lstm_event_loop_lag_seconds`: how late a
+    timer ran, what every request waits behind long work). 0: not probed."""
+
     data_dir: Path = Path.home() / ".local" / "share" / "lstm-stream" / "redis"
     """Where the embedded Redis keeps its AOF files, so sessions survive a restart.
     One embedded Redis per directory."""

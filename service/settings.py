@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     """How often the repository is scanned for new, changed and removed versions. 0: only
     at start and on `POST /v1/models/{name}/reload`."""
 
-    gil_switch_interval_ms: float = Field(5.0, gt=0, le=100)
+    gil_switch_interval_ms: float = Field(0.5, gt=0, le=100)
     """How long a thread running Python may keep the interpreter lock while another waits for
     it (`sys.setswitchinterval`; Python's default is 5 ms). The event loop waits up to this
     for the lock each time it wakes while heavy work runs Python in its thread."""

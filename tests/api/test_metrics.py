@@ -27,6 +27,8 @@ def test_exposition_parses_and_lists_the_served_models(client):
         "lstm_sessions",
         "lstm_errors",
         "lstm_model_loaded",
+        "lstm_event_loop_lag_seconds",
+        "lstm_event_loop_own_lag_seconds",
     ):
         assert name in families, name
     loaded = {

@@ -6,6 +6,7 @@ seconds measures how late it ran; on Linux, the loop thread's own run-queue wait
 
 import asyncio
 import os
+import time
 from collections.abc import Callable
 
 SCHEDSTAT = "/proc/thread-self/schedstat"
@@ -29,12 +30,12 @@ async def probe_loop_lag(interval: float, observe: Callable[[float, float | None
     """Until cancelled: `observe(lag, own)` for a timer due every `interval` seconds. `lag`:
     seconds it ran late; `own`: the lag less the loop thread's run-queue wait meanwhile (what
     callbacks and the interpreter lock took), None where that is not known."""
-    loop = asyncio.get_running_loop()
     waited = cpu_wait_ns()
     while True:
-        due = loop.time() + interval
+        # Not `loop.time()`: uvloop's is whole milliseconds, cached at each turn's start.
+        start = time.perf_counter()
         await asyncio.sleep(interval)
-        lag = max(0.0, loop.time() - due)
+        lag = max(0.0, time.perf_counter() - start - interval)
         now = cpu_wait_ns()
         # The wait is over the whole sleep: a wait before the timer fell due is taken off
         # too, so `own` errs low, never high.

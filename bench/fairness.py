@@ -7,9 +7,11 @@ sensor-lstm chunks one after another: first alone (idle), then while key A keeps
 `--flooders` stateless predicts of `--steps` timesteps in flight (a 429 is counted and the
 flooder tries again after its Retry-After). Prints p50/p99 of B's chunks in both phases and
 their ratio, A's answers by status, the worker's peak RSS, and the event loop's lag in both
-phases (from `lstm_event_loop_lag_seconds`, probed every 2 ms here: p99 interpolated in its
-buckets, max as the bucket bound it stays under). The lag depends on what the service does,
-little on what else the machine runs: it is the measure to compare on a shared machine.
+phases (`lag`: `lstm_event_loop_lag_seconds`, probed every 2 ms here; `own_lag`: the same
+less the loop thread's wait for a CPU, `lstm_event_loop_own_lag_seconds`): p99 interpolated
+in the buckets, max as the bucket bound it stays under. `own_lag` depends on what the
+service does, little on what else the machine runs: it is the one to compare on a shared
+machine.
 Extra `LSTM_*` settings are taken from the environment (e.g. `LSTM_MAX_HEAVY_PER_KEY=6` to
 see the service without its per-key bound).
 """

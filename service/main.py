@@ -125,6 +125,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         # Frozen, they are skipped, and collections only see what requests allocate.
         gc.collect()
         gc.freeze()
+        # Built now rather than by the first request (it names the routes in metrics and
+        # logs): ~0.5 s of Python that would hold the event loop while requests wait.
+        app.openapi()
         grpc_server = None
         background = []
         if settings.model_poll_seconds > 0 and registry is None:

@@ -1,11 +1,12 @@
-"""The event-loop lag probe sees the loop held, and the GIL switch interval setting is
-applied and validated."""
+"""The event-loop lag probe sees the loop held, the GIL switch interval setting is applied
+and validated, and nothing long is left for the first request to do on the loop."""
 
 import asyncio
 import sys
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.loop_lag import cpu_wait_ns, probe_loop_lag
@@ -53,3 +54,10 @@ def test_the_switch_interval_is_applied_by_the_app():
 def test_a_switch_interval_outside_its_range_is_refused(value):
     with pytest.raises(ValidationError, match="gil_switch_interval_ms"):
         Settings(gil_switch_interval_ms=value)
+
+
+def test_the_openapi_document_is_built_at_startup_not_by_the_first_request(settings):
+    app = create_app(settings.model_copy(update={"grpc_port": 0}))
+    assert app.openapi_schema is None
+    with TestClient(app):
+        assert app.openapi_schema is not None  # no request yet

@@ -24,7 +24,7 @@ from service.api.openapi import install_openapi
 from service.api.rate_limit import KeyRateLimit
 from service.api.routes import chunks, health, metrics, models, sessions, stream, v2
 from service.core.batcher import MicroBatcher
-from service.core.fairness import SWITCH_INTERVAL_SECONDS, BodyBytes
+from service.core.fairness import BodyBytes
 from service.core.kernel_cache import compile_kernels
 from service.core.repository import ModelRegistry, VersionPolicy
 from service.core.sequences import SequenceService
@@ -70,7 +70,6 @@ async def poll(models: ModelRegistry, seconds: float) -> None:
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> FastAPI:
     settings = settings or Settings()
-    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     telemetry = PrometheusMetrics()
     api_keys = load_api_keys(settings)
     admin_keys = load_admin_keys(settings)
@@ -118,7 +117,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
             ),
         )
         app.state.sequences = SequenceService(app.state.sessions)
-        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
         reuse_large_buffers()
         # TensorFlow and Keras leave ~400k long-lived objects; a full garbage collection
         # walking them stalls every request for 100-300 ms, every few seconds under load.

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
 
     gil_switch_interval_ms: float = Field(0.5, gt=0, le=100)
     """How long a thread running Python may keep the interpreter lock while another waits for
-    it (`sys.setswitchinterval`; Python's default is 5 ms). The event loop waits up to this
-    for the lock each time it wakes while heavy work runs Python in its thread."""
+    it (`sys.setswitchinterval`; Python's default is 5 ms). Heavy work holds the lock in
+    slices of a fraction of a millisecond between its GIL-free kernel calls; the event loop
+    waits up to this for the lock each time it wakes while heavy work runs Python."""
 
     loop_lag_probe_ms: float = Field(10.0, ge=0)
     """How often the event loop's lag is probed (`lstm_event_loop_lag_seconds`: how late a

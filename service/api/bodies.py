@@ -15,6 +15,7 @@ import msgspec
 import numpy as np
 import simdjson
 from fastapi import Request, Response
+from starlette.types import Receive, Scope, Send
 
 from service.api.schemas import SESSION_ID_PATTERN
 from service.api.tensor_json import decode_rows, number_rows
@@ -177,6 +178,30 @@ def float32_bytes(outputs: Floats) -> bytes:
 
 def json_answer(content: dict[str, Any], status_code: int = 200) -> Response:
     return Response(encoded(content), status_code=status_code, media_type=JSON)
+
+
+class PartsResponse(Response):
+    """A body sent part after part (its whole length declared first), never joined: copying
+    megabytes into one buffer holds the interpreter lock, and the event loop waits for it."""
+
+    def __init__(self, parts: list[bytes], media_type: str) -> None:
+        super().__init__(media_type=media_type)
+        self.parts = parts
+        self.headers["content-length"] = str(sum(map(len, parts)))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        last = len(self.parts) - 1
+        for index, part in enumerate(self.parts):
+            await send({"type": "http.response.body", "body": part, "more_body": index < last})
+
+
+def parts_answer(parts: list[bytes], media_type: str = JSON) -> Response:
+    """The answer of `tensor_json.answer_parts`: one part as a plain response."""
+    if len(parts) == 1:
+        return Response(parts[0], media_type=media_type)
+    return PartsResponse(parts, media_type)
 
 
 def binary_answer(outputs: Floats, headers: dict[str, str]) -> Response:

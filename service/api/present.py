@@ -77,7 +77,7 @@ def chunk_result(
     session_id: str, result: ChunkResult, outputs: msgspec.Raw | None = None
 ) -> dict[str, Any]:
     """For msgspec's encoder. `outputs`: the outputs encoded already
-    (`tensor_json.encode_values`), if they are."""
+    (`tensor_json.answer_parts`), if they are."""
     return {
         "session_id": session_id,
         "offset": result.offset,

@@ -5,7 +5,7 @@ that holds the interpreter lock: run on the event loop (or in one piece in a thr
 stalls every other request for its whole length. Here the work runs in the heavy-work
 thread (`HeavyWork.call_sliced`: one hand-off for the whole job while no other heavy work
 waits) in slices of about `SLICE_BYTES` of JSON each, so the loop serves other keys' short
-chunks between slices (it gets the interpreter lock within `SWITCH_INTERVAL_SECONDS` of
+chunks between slices (it gets the interpreter lock within `LSTM_GIL_SWITCH_INTERVAL_MS` of
 asking, at a slice's end at the latest).
 
 Decoding: the document around the `inputs` rows is checked alone (found at once when the
@@ -19,7 +19,7 @@ error.
 
 import re
 from collections.abc import Callable, Generator
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import msgspec
 import numpy as np
@@ -30,7 +30,6 @@ from service.core.fairness import HeavyWork
 from service.core.inputs import as_array
 from service.errors import InvalidInput
 
-T = TypeVar("T")
 SLICE_BYTES = 256 * 1024
 # Output values encoded per slice: about SLICE_BYTES of JSON text.
 SLICE_VALUES = SLICE_BYTES // 16
@@ -199,30 +198,40 @@ def _encoded(values: Floats, first: bool = True, last: bool = True) -> bytes:
     return text[0 if first else 1 : len(text) if last else -1]
 
 
-async def encode_values(
-    heavy: HeavyWork, values: Floats, then: Callable[[msgspec.Raw], T] | None = None
-) -> T:
-    """`values` as JSON (`values_json`), for embedding in an answer (msgspec encodes a `Raw`
-    as is), then `then` of it (the answer's assembly, megabytes to copy); a large array is
-    encoded in slices (of whole rows) and assembled in the heavy-work thread."""
-    finish: Callable[[msgspec.Raw], Any] = then or _same
+async def answer_parts(
+    heavy: HeavyWork, values: Floats, answer: Callable[[msgspec.Raw], bytes]
+) -> list[bytes]:
+    """The JSON answer `answer(values as JSON)` as parts whose concatenation is it: for a
+    large array, the answer's head, its values' slices (encoded in the heavy-work thread)
+    and its tail, never joined. A join, then msgspec copying the joined values into the
+    answer, each held the interpreter lock for milliseconds per 9 MB answer."""
     if values.size <= SLICE_VALUES:
-        return finish(msgspec.Raw(values_json(values)))  # type: ignore[no-any-return]
-    return await heavy.call_sliced(_encoding(values, finish))
+        return [answer(msgspec.Raw(values_json(values)))]
+    return await heavy.call_sliced(_around(_encoding(values), answer))
 
 
-def _same(raw: msgspec.Raw) -> msgspec.Raw:
-    return raw
+# Where the values go in an answer: msgspec escapes a NUL in any string, so the only one in
+# the answer's text is this.
+_VALUES_HERE = msgspec.Raw(b"\x00")
 
 
-def _encoding(values: Floats, finish: Callable[[msgspec.Raw], T]) -> Generator[None, None, T]:
+def _encoding(values: Floats) -> Generator[None, None, list[bytes]]:
+    """Slices of `values` as JSON, each but the last ending with the `,` before the next."""
     row = values.size // len(values)
     step = max(1, SLICE_VALUES // row)
     starts = range(0, len(values), step)
     parts = []
     for start in starts:
-        parts.append(_encoded(values[start : start + step], start == 0, start == starts[-1]))
+        last = start == starts[-1]
+        part = _encoded(values[start : start + step], start == 0, last)
+        parts.append(part if last else part + b",")
         yield
-    raw = msgspec.Raw(b",".join(parts))
-    yield
-    return finish(raw)
+    return parts
+
+
+def _around(
+    encoding: Generator[None, None, list[bytes]], answer: Callable[[msgspec.Raw], bytes]
+) -> Generator[None, None, list[bytes]]:
+    parts = yield from encoding
+    head, tail = answer(_VALUES_HERE).split(b"\x00")
+    return [head, *parts, tail]

@@ -277,7 +277,7 @@ def encode_response(
     data: msgspec.Raw | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The response body (JSON, or JSON then binary data) and its extra headers. `data`:
-    the outputs' values as JSON already (`tensor_json.encode_values`)."""
+    the outputs' values as JSON already (`tensor_json.answer_parts`)."""
     tensor: dict[str, Any] = {"name": spec.name, "datatype": FP32, "shape": list(outputs.shape)}
     raw = b""
     if binary:

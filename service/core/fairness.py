@@ -26,11 +26,6 @@ THREAD_OFFLOAD_STEPS = 32
 INLINE_BATCH_STEPS = 64 * THREAD_OFFLOAD_STEPS
 # Heavy work yields to other requests' heavy work between slices of this many timesteps.
 SLICE_STEPS = 256
-# How long a thread that wants the interpreter lock waits before the holder must let go at
-# its next bytecode (CPython's default: 5 ms). Heavy work holds the lock in slices of a
-# fraction of a millisecond (a sliced decoding's C calls); between two slices run back to
-# back, the event loop waits at most this long for it.
-SWITCH_INTERVAL_SECONDS = 0.0005
 # A request body larger than this is "large": its bytes count against `BodyBytes`, and the
 # request is heavy work from its first byte.
 LARGE_BODY_BYTES = 64 * 1024

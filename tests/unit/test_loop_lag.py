@@ -41,11 +41,12 @@ def test_the_cpu_wait_is_read_for_the_calling_thread():
     assert second is not None and second >= first
 
 
-def test_the_switch_interval_is_applied_by_the_app():
+def test_the_switch_interval_is_applied_by_the_app(settings):
     before = sys.getswitchinterval()
     try:
-        create_app(Settings(gil_switch_interval_ms=2))
-        assert sys.getswitchinterval() == pytest.approx(0.002)
+        app = create_app(settings.model_copy(update={"grpc_port": 0, "gil_switch_interval_ms": 2}))
+        with TestClient(app):
+            assert sys.getswitchinterval() == pytest.approx(0.002)
     finally:
         sys.setswitchinterval(before)
 

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from service.api import tensor_json
-from service.api.bodies import chunk_from_json, sequence_and_no_offset
-from service.api.tensor_json import decode_rows, encode_values
+from service.api.bodies import (
+    PartsResponse,
+    chunk_from_json,
+    encoded,
+    parts_answer,
+    sequence_and_no_offset,
+)
+from service.api.tensor_json import answer_parts, decode_rows
 from service.core.fairness import HeavyWork
 from service.errors import InvalidInput
 
@@ -83,8 +89,37 @@ def test_a_bad_body_gets_the_error_of_one_decode(heavy, body, chunk):
 def test_sliced_encoding_gives_the_values(heavy, monkeypatch, shape):
     monkeypatch.setattr(tensor_json, "SLICE_VALUES", 1000)
     values = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    encoded = asyncio.run(encode_values(heavy, values))
-    assert np.array(json.loads(bytes(encoded)), np.float32).tobytes() == values.tobytes()
+    parts = asyncio.run(answer_parts(heavy, values, lambda raw: encoded({"outputs": raw})))
+    outputs = json.loads(b"".join(parts))["outputs"]
+    assert np.array(outputs, np.float32).tobytes() == values.tobytes()
+
+
+@pytest.mark.parametrize("shape", [(3000, 8), (10_000,), (1001, 1)])
+def test_a_long_answer_is_sent_in_parts_that_hold_the_values(heavy, monkeypatch, shape):
+    """Never joined into one buffer: one body message per slice, plus the answer's head
+    and tail, with the whole length declared."""
+    monkeypatch.setattr(tensor_json, "SLICE_VALUES", 1000)
+    values = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    content = {"id": "a\x00b"}  # a NUL in a string must not split the answer
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def answer():
+        parts = await answer_parts(heavy, values, lambda raw: encoded({**content, "v": raw}))
+        response = parts_answer(parts)
+        assert isinstance(response, PartsResponse)
+        await response({"type": "http"}, None, send)
+
+    asyncio.run(answer())
+    bodies = [message["body"] for message in sent[1:]]
+    rows_per_slice = 1000 // (values.size // len(values))  # whole rows, at most 1000 values
+    assert len(bodies) == 2 + -(-len(values) // rows_per_slice)
+    assert [message["more_body"] for message in sent[1:]] == [True] * (len(bodies) - 1) + [False]
+    whole = b"".join(bodies)
+    assert dict(sent[0]["headers"])[b"content-length"] == str(len(whole)).encode()
+    assert json.loads(whole) == {**content, "v": values.tolist()}
 
 
 def test_a_repeated_field_decodes_as_one_decode_does(heavy):

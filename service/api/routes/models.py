@@ -7,11 +7,11 @@ from fastapi.responses import JSONResponse
 from service import errors
 from service.api import present
 from service.api.bodies import (
-    JSON,
     binary_answer,
     binary_response,
     encoded,
     heavy_work,
+    parts_answer,
     read_sequence,
     request_body,
     wants_binary,
@@ -25,7 +25,7 @@ from service.api.schemas import (
     PredictResponse,
     SessionInfo,
 )
-from service.api.tensor_json import encode_values
+from service.api.tensor_json import answer_parts
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -94,10 +94,10 @@ async def predict(
     if wants_binary(request):
         return binary_answer(outputs, {"model-version": served.version})
     header = {"model": served.name, "model_version": served.version}
-    content = await encode_values(
+    parts = await answer_parts(
         heavy_work(request), outputs, lambda values: encoded({**header, "outputs": values})
     )
-    return Response(content, media_type=JSON)
+    return parts_answer(parts)
 
 
 @router.post(

@@ -8,11 +8,11 @@ from fastapi.responses import JSONResponse
 from service import errors
 from service.api import present
 from service.api.bodies import (
-    JSON,
     binary_answer,
     binary_response,
     encoded,
     heavy_work,
+    parts_answer,
     read_chunk,
     request_body,
     wants_binary,
@@ -20,7 +20,7 @@ from service.api.bodies import (
 from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunkResponse, ResetRequest, SessionInfo
-from service.api.tensor_json import encode_values
+from service.api.tensor_json import answer_parts
 from service.core.sessions import ChunkResult, SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -96,10 +96,10 @@ async def answer_chunk(request: Request, session_id: str, offset: int | None) ->
                 "replayed": "true" if result.replayed else "false",
             },
         )
-    content = await encode_values(
+    parts = await answer_parts(
         heavy_work(request), result.outputs, partial(_chunk_answer, session_id, result)
     )
-    return Response(content, media_type=JSON)
+    return parts_answer(parts)
 
 
 def _chunk_answer(session_id: str, result: ChunkResult, outputs: msgspec.Raw) -> bytes:

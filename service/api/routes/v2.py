@@ -1,7 +1,6 @@
 """Open Inference Protocol (KServe V2 / Triton HTTP) with Triton's sequence extension."""
 
 import logging
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -9,10 +8,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from service import __version__
-from service.api.bodies import heavy_work
+from service.api.bodies import heavy_work, parts_answer
 from service.api.deps import ModelName, Models, Namespace, Sessions
 from service.api.errors import render
-from service.api.tensor_json import SLICE_VALUES, encode_values
+from service.api.tensor_json import SLICE_VALUES, answer_parts
 from service.api.v2_codec import HEADER_LENGTH, TensorSpec, decode_request, decompress
 from service.api.v2_codec import encode_response as encode
 from service.core.fairness import LARGE_BODY_BYTES
@@ -154,12 +153,12 @@ async def infer(
         answer = (header, spec, outputs, True)
         large = outputs.size > SLICE_VALUES
         content, headers = await heavy.call(encode, *answer) if large else encode(*answer)
-    else:
-        content, headers = await encode_values(
-            heavy, outputs.ravel(), partial(encode, header, spec, outputs, False)
-        )
-    media_type = "application/octet-stream" if headers else "application/json"
-    return Response(content, media_type=media_type, headers=headers)
+        media_type = "application/octet-stream" if headers else "application/json"
+        return Response(content, media_type=media_type, headers=headers)
+    parts = await answer_parts(
+        heavy, outputs.ravel(), lambda data: encode(header, spec, outputs, False, data)[0]
+    )
+    return parts_answer(parts, "application/json")
 
 
 @router.post(

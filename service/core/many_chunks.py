@@ -1,7 +1,12 @@
-"""Many sessions' chunks in one request: one store read, one runner call per model and chunk
-length, one pipelined round of compare-and-sets. Each chunk keeps the single route's
-guarantees (applied once, replays, offset conflicts, untouched state on bad input), and
-the chunks of one session apply in request order, as if sent one after another."""
+"""Many sessions' chunks in one request: at most one store read, one runner call per model
+and chunk length, one pipelined round of compare-and-sets. Each chunk keeps the single
+route's guarantees (applied once, replays, offset conflicts, untouched state on bad input),
+and the chunks of one session apply in request order, as if sent one after another.
+
+As on the single route, a session starts from the record this process last wrote or read
+(`RecentRecords`) when it has one: the compare-and-set against its token refuses a stale
+one, and the session is then read and done again. Only what a kept record cannot decide
+(a replay, a conflict, an error) sends that session to be read first."""
 
 import asyncio
 import time
@@ -40,6 +45,9 @@ class _Session:
     session_id: str
     items: list[int]
     base: SessionRecord | None = None
+    fresh: bool = False  # `base` was just read, not kept from an earlier request
+    stale: bool = False  # a kept record could not decide an item: read, then fold again
+    incarnation: int | None = None  # the session this request is for, once a read named it
     record: SessionRecord | None = None
     model: ServedModel | None = None
     next_item: int = 0
@@ -89,44 +97,82 @@ class _ManyChunks:
             sessions.setdefault(sid, _Session(sid, [])).items.append(index)
         outcomes: list[Outcome | None] = [None] * len(items)
         pending = list(sessions.values())
+        began_ms = self.sessions.now_ms()
         for attempt in range(MAX_WRITE_ATTEMPTS):
             if not pending:  # every chunk was refused before reaching the core
                 return []
-            ids = [session.session_id for session in pending]
-            blobs = await self.store.get_many(self.namespace, ids)
-            for session, blob in zip(pending, blobs, strict=True):
-                self._start(session, blob)
+            await self._load(pending, attempt, began_ms)
             await self._fold(pending, items)
+            stale = [session for session in pending if session.stale]
             retry = await self._write(pending)
             for session in pending:
-                if session not in retry:
+                if not session.stale and session not in retry:
                     for index, outcome in session.outcomes.items():
                         outcomes[index] = outcome
-            if not retry:
+            if not retry and not stale:
                 return _answered(outcomes)
-            pending = retry
-            await asyncio.sleep(backoff_seconds(attempt))
+            if any(session.fresh for session in retry):  # a kept record loses without a pause
+                await asyncio.sleep(backoff_seconds(attempt))
+            pending = stale + retry
         for session in pending:
             busy = SessionBusy.for_session(session.session_id)
             for index in session.items:
                 outcomes[index] = busy
         return _answered(outcomes)
 
-    def _start(self, session: _Session, blob: bytes | None) -> None:
+    async def _load(self, sessions: list[_Session], attempt: int, began_ms: int) -> None:
+        """Each session's record: the one kept from an earlier request on the first attempt,
+        else read (all in one round)."""
+        unread = sessions
+        if attempt == 0:
+            unread = []
+            for session in sessions:
+                kept = self.sessions.recent.get((self.namespace, session.session_id))
+                if kept is None:
+                    unread.append(session)
+                else:
+                    self._start(session, kept, fresh=False)
+        if not unread:
+            return
+        blobs = await self.store.get_many(self.namespace, [s.session_id for s in unread])
+        for session, blob in zip(unread, blobs, strict=True):
+            self._start(session, self._decoded(session, blob, attempt, began_ms), fresh=True)
+
+    def _decoded(
+        self, session: _Session, blob: bytes | None, attempt: int, began_ms: int
+    ) -> SessionRecord | ServiceError:
+        """The record read, or the error every item of the session gets (as the single
+        route's loop decides it)."""
+        if blob is None:
+            self.sessions.recent.forget((self.namespace, session.session_id))
+            return SessionNotFound(session.session_id)
+        try:
+            record = SessionRecord.decode(blob)
+        except ServiceError as error:
+            return error
+        if session.incarnation is None:
+            if attempt > 0 and record.created_ms > began_ms:
+                # The kept record lost its race to a session created since this request
+                # began: the request was for the one before, which is gone.
+                return SessionNotFound(session.session_id)
+            session.incarnation = record.incarnation
+        elif record.incarnation != session.incarnation:
+            # Deleted and created again meanwhile: this request was for the old one.
+            return SessionNotFound(session.session_id)
+        return record
+
+    def _start(self, session: _Session, record: SessionRecord | ServiceError, fresh: bool) -> None:
         session.outcomes = {}
         session.next_item = 0
         session.model = None
-        session.base = session.record = None
-        if blob is None:
-            missing = SessionNotFound(session.session_id)
-            session.outcomes = dict.fromkeys(session.items, missing)
+        session.fresh = fresh
+        session.stale = False
+        if isinstance(record, ServiceError):
+            session.base = session.record = None
+            session.outcomes = dict.fromkeys(session.items, record)
             session.next_item = len(session.items)
             return
-        try:
-            session.base = session.record = SessionRecord.decode(blob)
-        except ServiceError as error:
-            session.outcomes = dict.fromkeys(session.items, error)
-            session.next_item = len(session.items)
+        session.base = session.record = record
 
     async def _fold(self, sessions: list[_Session], items: list[ChunkItem]) -> None:
         """Waves: each takes, per session, the items up to the next one that needs the
@@ -150,19 +196,31 @@ class _ManyChunks:
                 model = self.sessions.model_for(record, session.session_id)
                 refused = self._refusal(model, item)
                 if refused is not None:
+                    if not session.fresh:
+                        return self._stale(session)
                     session.outcomes[index] = refused
                     continue
                 x = item.x
                 digest = chunk_digest(x)
                 if record.ended or (item.offset is not None and item.offset != record.steps):
+                    if not session.fresh:  # a replay or a conflict is decided on a record read
+                        return self._stale(session)
                     before = self._replayable(record, session.session_id, item.offset, digest)
                     session.model = model
                     return _Step(session, index, x, digest, replay_from=before)
             except ServiceError as error:
+                if not session.fresh:
+                    return self._stale(session)
                 session.outcomes[index] = error
                 continue
             session.model = model
             return _Step(session, index, x, digest)
+        return None
+
+    @staticmethod
+    def _stale(session: _Session) -> None:
+        session.stale = True
+        session.next_item = len(session.items)
         return None
 
     def _refusal(self, model: ServedModel, item: ChunkItem) -> ServiceError | None:
@@ -238,7 +296,9 @@ class _ManyChunks:
     async def _write(self, sessions: list[_Session]) -> list[_Session]:
         """One pipelined round for every session this request changed; the sessions whose
         compare-and-set lost a race, to be read and folded again."""
-        changed = [s for s in sessions if s.record is not None and s.record is not s.base]
+        changed = [
+            s for s in sessions if not s.stale and s.record is not None and s.record is not s.base
+        ]
         if not changed:
             return []
         writes = []

@@ -60,6 +60,14 @@ def parse_redis_url(url: str) -> tuple[str, bool]:
     return url, False
 
 
+def _command(*args: bytes) -> list[bytes]:
+    """A command in Redis's wire form (RESP), in parts: a large argument is not copied."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return parts
+
+
 def _packed_writes(writes: list[CasWrite]) -> bytes:
     parts: list[bytes] = []
     for w in writes:
@@ -78,6 +86,20 @@ class RedisStateStore:
         self._client = client
         self._cas = client.register_script(_CAS_SCRIPT)
         self._cas_many = client.register_script(_CAS_MANY_SCRIPT)
+        self._cas_many_sha = self._cas_many.sha.encode()
+
+    async def _send(self, command: list[bytes]) -> Any:
+        """One command already in wire form, on a pooled connection of redis-py's (its
+        connect, auth, timeouts and error handling), without `execute_command`: for the
+        commands of many keys, its packing and layers cost more than the round trip
+        (measured, 64 keys: 375 against 196 µs of CPU for the compare-and-sets)."""
+        pool = self._client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(command)
+            return await connection.read_response()  # on any error it disconnects first
+        finally:
+            await pool.release(connection)
 
     @classmethod
     def from_url(cls, url: str, timeout_seconds: float, cluster: bool = False) -> "RedisStateStore":
@@ -141,7 +163,8 @@ class RedisStateStore:
         if isinstance(self._client, RedisCluster):
             values = await self._read(self._client.mget_nonatomic, keys)  # one per slot
         else:
-            values = await self._read(self._client.mget, keys)
+            names = [key.encode() for key in keys]
+            values = await self._read(self._send, _command(b"MGET", *names))
         return [bytes(value) if value is not None else None for value in values]
 
     @unavailable_on_redis_errors
@@ -150,9 +173,15 @@ class RedisStateStore:
     ) -> list[CasOutcome]:
         keys = [session_key(namespace, w.session_id) for w in writes]
         if not isinstance(self._client, RedisCluster):
-            # One script call for every key: one command to encode instead of one per key
-            # (redis-py spends ~30 us encoding each), and still one round trip.
-            results = await self._script(self._cas_many, keys, [_packed_writes(writes)])
+            # One script call for every key, its writes packed into one argument, and still
+            # one round trip.
+            packed = _packed_writes(writes)
+            names = [key.encode() for key in keys]
+            command = _command(b"EVALSHA", self._cas_many_sha, b"%d" % len(keys), *names, packed)
+            try:
+                results = await self._send(command)
+            except NoScriptError:  # a restarted Redis: the script call loads it again
+                results = await self._cas_many(keys=keys, args=[packed])
         else:
             # Keys live in different slots: one call per key, pipelined (EVAL with the
             # script's text: a cluster pipeline cannot load scripts for EVALSHA).

@@ -71,3 +71,35 @@ def test_a_write_expecting_the_old_prefix_loses_to_the_one_before_it(redis_serve
 
     assert outcomes == [CasOutcome.APPLIED, CasOutcome.CONFLICT]
     assert plain.get(key) == b"new-token" + b"first"
+
+
+def test_the_writes_script_is_loaded_again_after_redis_forgot_it(redis_server):
+    # A restarted Redis (or SCRIPT FLUSH) has no scripts: the call by hash is refused as
+    # NOSCRIPT, and the store loads the script and applies the writes all the same.
+    plain = stored(redis_server.url)
+    key = session_key(NAMESPACE, "flushed")
+    plain.set(key, b"token-1" + b"state")
+
+    async def after_a_flush(store: RedisStateStore) -> Any:
+        write = CasWrite("flushed", b"token-1", b"token-2" + b"state", 60_000)
+        assert await store.compare_and_set_many(NAMESPACE, [write]) == [CasOutcome.APPLIED]
+        plain.script_flush()
+        write = CasWrite("flushed", b"token-2", b"token-3" + b"state", 60_000)
+        return await store.compare_and_set_many(NAMESPACE, [write])
+
+    assert run(redis_server.url, after_a_flush) == [CasOutcome.APPLIED]
+    assert plain.get(key) == b"token-3" + b"state"
+
+
+def test_many_values_are_read_in_key_order_bytes_as_stored(redis_server):
+    plain = stored(redis_server.url)
+    values = {"x": os.urandom(2159) + b"\r\n*2\r\n", "y": b"", "z": b"$-1\r\n"}
+    for sid, value in values.items():
+        plain.set(session_key(NAMESPACE, sid), value)
+    plain.delete(session_key(NAMESPACE, "absent"))
+
+    got = run(
+        redis_server.url, lambda store: store.get_many(NAMESPACE, ["z", "absent", "x", "y", "x"])
+    )
+
+    assert got == [values["z"], None, values["x"], values["y"], values["x"]]

@@ -43,13 +43,18 @@ _HEAD = struct.Struct("<" + _TOKEN.format[1:] + _FIXED.format[1:] + "H")
 _LAST_FLOATS = _LAST.size // 4  # the last chunk's fields, read as floats between the states
 TOKEN_BYTES = _TOKEN.size
 NO_DIGEST = bytes(16)
+_SHAPE = struct.Struct("<II")
+_F4 = np.dtype("<f4")  # made once: a dtype from its name costs more than the copy
 
 
 def chunk_digest(inputs: Floats) -> bytes:
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(struct.pack("<II", *inputs.shape))
-    digest.update(np.ascontiguousarray(inputs, dtype="<f4").tobytes())
-    return digest.digest()
+    data = _SHAPE.pack(*inputs.shape) + _f4_bytes(inputs)
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _f4_bytes(values: Floats) -> bytes:
+    # `tobytes` copies in C order whatever the layout; `astype` only converts when needed.
+    return values.astype(_F4, copy=False).tobytes()
 
 
 @dataclass(frozen=True)
@@ -101,13 +106,13 @@ class SessionRecord:
             _U16.pack(len(version)),
             version,
             _U32.pack(self.state.size),
-            np.ascontiguousarray(self.state, dtype="<f4").tobytes(),
+            _f4_bytes(self.state),
             _LAST.pack(self.last_offset, self.last_digest),
         ]
         if self.last_offset >= 0:
             assert self.state_before_last is not None
             assert self.state_before_last.size == self.state.size
-            parts.append(np.ascontiguousarray(self.state_before_last, dtype="<f4").tobytes())
+            parts.append(_f4_bytes(self.state_before_last))
         return b"".join(parts)
 
     @classmethod
@@ -140,11 +145,11 @@ class SessionRecord:
         # arrays from one conversion.
         before = None
         if last_offset >= 0:
-            values = np.frombuffer(view, "<f4", 2 * n + _LAST_FLOATS, pos).astype(np.float32)
+            values = np.frombuffer(view, _F4, 2 * n + _LAST_FLOATS, pos).astype(np.float32)
             state, before = values[:n], values[n + _LAST_FLOATS :]
             end = pos + 4 * (2 * n + _LAST_FLOATS)
         else:
-            state = np.frombuffer(view, "<f4", n, pos).astype(np.float32)
+            state = np.frombuffer(view, _F4, n, pos).astype(np.float32)
             end = pos + 4 * n + _LAST.size
         if end != len(view):
             raise ValueError("trailing bytes after the last chunk")

@@ -20,6 +20,7 @@ last chunk's outputs instead of the state before it (a 10,000-step chunk of an 8
 model made a 320 KB record); it is refused as `corrupt_state`, never misread.
 """
 
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass, fields
@@ -86,8 +87,7 @@ class SessionRecord:
         return _made({**self.__dict__, **changes, "revision": self.revision + 1})
 
     def encode(self) -> bytes:
-        name = self.model.encode()
-        version = self.model_version.encode()
+        name, names = _names(self.model, self.model_version, self.state.size)
         flags = ENDED if self.ended else 0
         parts = [
             _HEAD.pack(
@@ -102,10 +102,7 @@ class SessionRecord:
                 self.ttl_seconds,
                 len(name),
             ),
-            name,
-            _U16.pack(len(version)),
-            version,
-            _U32.pack(self.state.size),
+            names,
             _f4_bytes(self.state),
             _LAST.pack(self.last_offset, self.last_digest),
         ]
@@ -173,6 +170,15 @@ class SessionRecord:
 
 
 _FIELDS = frozenset(field.name for field in fields(SessionRecord))
+
+
+@functools.lru_cache(maxsize=256)
+def _names(model: str, version: str, state_size: int) -> tuple[bytes, bytes]:
+    """The model name, and what follows the fixed fields up to the state: the same for every
+    record of one model version (a few served at once)."""
+    name = model.encode()
+    encoded_version = version.encode()
+    return name, name + _U16.pack(len(encoded_version)) + encoded_version + _U32.pack(state_size)
 
 
 def _made(values: dict[str, Any]) -> SessionRecord:

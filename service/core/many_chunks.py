@@ -93,8 +93,10 @@ class _ManyChunks:
     async def run(self, items: list[ChunkItem]) -> list[Outcome]:
         sessions: dict[str, _Session] = {}
         for index, item in enumerate(items):
-            sid = item.session_id
-            sessions.setdefault(sid, _Session(sid, [])).items.append(index)
+            session = sessions.get(item.session_id)
+            if session is None:
+                session = sessions[item.session_id] = _Session(item.session_id, [])
+            session.items.append(index)
         outcomes: list[Outcome | None] = [None] * len(items)
         pending = list(sessions.values())
         began_ms = self.sessions.now_ms()

@@ -5,7 +5,9 @@
 Starts Redis and one `lstm-serve` with two API keys. Key B streams 1-step (and 40-step)
 sensor-lstm chunks one after another: first alone (idle), then while key A keeps
 `--flooders` stateless predicts of `--steps` timesteps in flight (a 429 is counted and the
-flooder tries again after its Retry-After). Prints p50/p99 of B's chunks in both phases and
+flooder tries again after its Retry-After). The flood's client runs in a process of its
+own (`--flood-nice` lowers its CPU priority), so that its work does not delay the measuring
+client's event loop. Prints p50/p99 of B's chunks in both phases and
 their ratio, A's answers by status, the worker's peak RSS, and the event loop's lag in both
 phases (`lag`: `lstm_event_loop_lag_seconds`, probed every 2 ms here; `own_lag`: the same
 less the loop thread's wait for a CPU, `lstm_event_loop_own_lag_seconds`): p99 interpolated
@@ -19,11 +21,13 @@ see the service without its per-key bound).
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -140,33 +144,61 @@ async def flood(
             await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
 
 
+def flood_process(
+    url: str, flooders: int, steps: int, binary: bool, nice: int, stop: Any, out: Any
+) -> None:
+    """The flood, in a process of its own: its client's work (sending megabytes, reading the
+    answers) must not delay the measuring client's loop, as a client on another machine
+    would not."""
+    if nice:
+        os.nice(nice)
+
+    async def run() -> Counter[int]:
+        statuses: Counter[int] = Counter()
+        done = asyncio.Event()
+        limits = httpx.Limits(max_connections=None)
+        async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+            tasks = [
+                asyncio.create_task(flood(client, steps, statuses, done, binary))
+                for _ in range(flooders)
+            ]
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+            done.set()
+            await asyncio.gather(*tasks)
+        return statuses
+
+    out.put(dict(asyncio.run(run())))
+
+
 async def measure(
-    url: str, flooders: int, steps: int, samples: int, binary: bool
+    url: str, flooders: int, steps: int, samples: int, binary: bool, nice: int
 ) -> dict[str, object]:
-    limits = httpx.Limits(max_connections=None)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+    context = multiprocessing.get_context("spawn")
+    stop, out = context.Event(), context.Queue()
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
         await short_chunks(client, 1, 20)  # warm up
         lags = [await lag_buckets(client)]
         idle = {n: percentiles(await short_chunks(client, n, samples)) for n in (1, 40)}
         lags.append(await lag_buckets(client))
-        statuses: Counter[int] = Counter()
-        stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(flood(client, steps, statuses, stop, binary))
-            for _ in range(flooders)
-        ]
-        await asyncio.sleep(3)  # the flood under way
+        flooding = context.Process(
+            target=flood_process, args=(url, flooders, steps, binary, nice, stop, out)
+        )
+        flooding.start()
+        await asyncio.sleep(5)  # the child started and the flood under way
         lags.append(await lag_buckets(client))
         loaded = {n: percentiles(await short_chunks(client, n, samples)) for n in (1, 40)}
         lags.append(await lag_buckets(client))
         stop.set()
-        await asyncio.gather(*tasks)
+        statuses = await asyncio.to_thread(out.get)
+        flooding.join()
     return {
         "idle": idle,
         "flood": loaded,
         "p99_ratio_1_step": loaded[1]["p99_ms"] / idle[1]["p99_ms"],
         "loop_lag": {"idle": lag_summaries(*lags[:2]), "flood": lag_summaries(*lags[2:])},
-        "flood_statuses": dict(statuses),
+        "flood_statuses": statuses,
+        "flood_client_nice": nice,
     }
 
 
@@ -176,6 +208,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--log", type=Path, help="keep the server's log here")
+    parser.add_argument(
+        "--flood-nice",
+        type=int,
+        default=0,
+        help="niceness of the flooding client's process (it shares this machine's CPUs)",
+    )
     parser.add_argument(
         "--binary-v2", action="store_true", help="flood with V2 binary tensors, not JSON"
     )
@@ -190,7 +228,14 @@ def main() -> None:
         try:
             with Server(system, redis.url, 1, args.log or Path(tmp) / "server.log") as server:
                 result = asyncio.run(
-                    measure(server.url, args.flooders, args.steps, args.samples, args.binary_v2)
+                    measure(
+                        server.url,
+                        args.flooders,
+                        args.steps,
+                        args.samples,
+                        args.binary_v2,
+                        args.flood_nice,
+                    )
                 )
                 result["memory"] = server.memory_mb()
         finally:

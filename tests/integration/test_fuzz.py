@@ -69,8 +69,9 @@ def test_every_operation_answers_as_documented(case):
 
 
 def seed_lstm_rows(body):
-    """Random numeric rows made into valid seed-lstm timesteps (2 finite features), so the
-    linked calls reach the runner and Redis instead of stopping at the feature check."""
+    """Random numeric rows made into valid seed-lstm timesteps (2 finite features), and an
+    offset, when given, made a fresh session's (0), so the linked calls reach the runner and
+    Redis instead of stopping at the feature check or at an offset conflict."""
     inputs = body.get("inputs") if isinstance(body, dict) else None
     numeric = (int, float)
     if (
@@ -84,7 +85,8 @@ def seed_lstm_rows(body):
     ):
         return body
     rows = [[math.tanh(v) for v in [*row, 0.0, 0.0][:2]] for row in inputs]
-    return {**body, "inputs": rows}
+    offset = {"offset": 0} if "offset" in body else {}
+    return {**body, "inputs": rows, **offset}
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 from service.core.arrays import Floats
 from service.core.fairness import INLINE_BATCH_STEPS, THREAD_OFFLOAD_STEPS
 from service.core.models import ServedModel
-from service.core.session_record import SessionRecord, chunk_digest
+from service.core.session_record import SessionRecord, chunk_digest, encode_many
 from service.core.sessions import (
     MAX_WRITE_ATTEMPTS,
     ChunkResult,
@@ -52,6 +52,7 @@ class _Session:
     model: ServedModel | None = None
     next_item: int = 0
     outcomes: dict[int, Outcome] = field(default_factory=dict)
+    encoded: tuple[SessionRecord, bytes] | None = None  # a record and its bytes, made together
 
 
 @dataclass(slots=True)
@@ -276,6 +277,7 @@ class _ManyChunks:
             seconds = time.perf_counter() - started
             self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
             now = self.sessions.now_ms()
+            written = []
             for row, step in enumerate(group):
                 record = step.session.record
                 assert record is not None
@@ -295,6 +297,25 @@ class _ManyChunks:
                 step.session.outcomes[step.item] = ChunkResult(
                     step.session.record, record.steps, outputs[row], replayed=False
                 )
+                written.append(row)
+            if written:
+                self._encode([group[row].session for row in written], new_states, states, written)
+
+    @staticmethod
+    def _encode(
+        sessions: list[_Session], new_states: Floats, states: Floats, rows: list[int]
+    ) -> None:
+        """The new records' bytes, made together (`encode_many`): each session's last one is
+        what its compare-and-set writes."""
+        every = len(rows) == len(new_states)
+        blobs = encode_many(
+            [session.record for session in sessions],  # type: ignore[misc]
+            new_states if every else new_states[rows],
+            states if every else states[rows],
+        )
+        for session, blob in zip(sessions, blobs, strict=True):
+            assert session.record is not None
+            session.encoded = (session.record, blob)
 
     async def _write(self, sessions: list[_Session]) -> list[_Session]:
         """One pipelined round for every session this request changed; the sessions whose
@@ -307,7 +328,11 @@ class _ManyChunks:
         writes = []
         for session in changed:
             assert session.record is not None
-            value = session.record.encode()
+            encoded = session.encoded
+            if encoded is not None and encoded[0] is session.record:
+                value = encoded[1]
+            else:
+                value = session.record.encode()
             ttl_ms = session.record.ttl_seconds * 1000
             assert session.base is not None  # as read: its token is what the write expects
             writes.append(CasWrite(session.session_id, session.base.token, value, ttl_ms))

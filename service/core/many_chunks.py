@@ -18,7 +18,12 @@ import numpy as np
 from service.core.arrays import Floats
 from service.core.fairness import INLINE_BATCH_STEPS, THREAD_OFFLOAD_STEPS
 from service.core.models import ServedModel
-from service.core.session_record import SessionRecord, chunk_digest, encode_many
+from service.core.session_record import (
+    SessionRecord,
+    chunk_digest,
+    chunk_digests,
+    encode_many,
+)
 from service.core.sessions import (
     MAX_WRITE_ATTEMPTS,
     ChunkResult,
@@ -60,7 +65,7 @@ class _Step:
     session: _Session
     item: int
     x: Floats
-    digest: bytes
+    digest: bytes | None = None
     replay_from: Floats | None = None  # the state before the last chunk, when resent
 
 
@@ -204,10 +209,10 @@ class _ManyChunks:
                     session.outcomes[index] = refused
                     continue
                 x = item.x
-                digest = chunk_digest(x)
                 if record.ended or (item.offset is not None and item.offset != record.steps):
                     if not session.fresh:  # a replay or a conflict is decided on a record read
                         return self._stale(session)
+                    digest = chunk_digest(x)
                     before = self._replayable(record, session.session_id, item.offset, digest)
                     session.model = model
                     return _Step(session, index, x, digest, replay_from=before)
@@ -217,7 +222,7 @@ class _ManyChunks:
                 session.outcomes[index] = error
                 continue
             session.model = model
-            return _Step(session, index, x, digest)
+            return _Step(session, index, x)  # the digest is made with its group's
         return None
 
     @staticmethod
@@ -277,25 +282,21 @@ class _ManyChunks:
             seconds = time.perf_counter() - started
             self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
             now = self.sessions.now_ms()
+            steps = x.shape[1]
+            digests = chunk_digests(x)
             written = []
             for row, step in enumerate(group):
-                record = step.session.record
+                session = step.session
+                record = session.record
                 assert record is not None
                 if step.replay_from is not None:  # the first answer's bits, nothing written
-                    step.session.outcomes[step.item] = ChunkResult(
+                    session.outcomes[step.item] = ChunkResult(
                         record, record.last_offset, outputs[row], replayed=True
                     )
                     continue
-                step.session.record = record.advanced(
-                    steps=record.steps + step.x.shape[0],
-                    updated_ms=now,
-                    state=new_states[row],
-                    last_offset=record.steps,
-                    last_digest=step.digest,
-                    state_before_last=record.state,
-                )
-                step.session.outcomes[step.item] = ChunkResult(
-                    step.session.record, record.steps, outputs[row], replayed=False
+                session.record = record.after_chunk(steps, now, new_states[row], digests[row])
+                session.outcomes[step.item] = ChunkResult(
+                    session.record, record.steps, outputs[row], replayed=False
                 )
                 written.append(row)
             if written:

@@ -53,6 +53,18 @@ def chunk_digest(inputs: Floats) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+def chunk_digests(chunks: Floats) -> list[bytes]:
+    """`chunk_digest` of each chunk of a (chunks, T, F) array: one conversion to bytes."""
+    head = _SHAPE.pack(*chunks.shape[1:])
+    data = _f4_bytes(chunks)
+    size = len(data) // len(chunks) if len(chunks) else 0
+    blake2b = hashlib.blake2b
+    return [
+        blake2b(head + data[start : start + size], digest_size=16).digest()
+        for start in range(0, len(data), size)
+    ]
+
+
 def _f4_bytes(values: Floats) -> bytes:
     # `tobytes` copies in C order whatever the layout; `astype` only converts when needed.
     return values.astype(_F4, copy=False).tobytes()
@@ -80,6 +92,21 @@ class SessionRecord:
         and differs between incarnations of one session id."""
         flags = ENDED if self.ended else 0
         return _TOKEN.pack(MAGIC, FORMAT_VERSION, flags, self.incarnation, self.revision)
+
+    def after_chunk(
+        self, steps: int, updated_ms: int, state: Floats, digest: bytes
+    ) -> "SessionRecord":
+        """The record once a chunk of `steps` steps has run from its state: `advanced` with
+        the fields a chunk changes, without its checks (a record per chunk)."""
+        values = self.__dict__.copy()
+        values["revision"] = self.revision + 1
+        values["steps"] = self.steps + steps
+        values["updated_ms"] = updated_ms
+        values["state"] = state
+        values["last_offset"] = self.steps
+        values["last_digest"] = digest
+        values["state_before_last"] = self.state
+        return _made(values)
 
     def advanced(self, **changes: Any) -> "SessionRecord":
         if not changes.keys() <= _FIELDS:

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from service.core.session_record import TOKEN_BYTES, SessionRecord, chunk_digest, encode_many
+from service.core.session_record import (
+    TOKEN_BYTES,
+    SessionRecord,
+    chunk_digest,
+    chunk_digests,
+    encode_many,
+)
 from service.errors import CorruptState
 
 
@@ -134,3 +140,17 @@ def test_records_encoded_together_are_each_record_encoded_alone():
         decoded = SessionRecord.decode(blob)
         assert decoded.state.tobytes() == original.state.tobytes()
         assert (decoded.revision, decoded.ended) == (original.revision, original.ended)
+
+
+def test_digests_of_a_batch_are_each_chunk_digested_alone():
+    import hashlib
+    import struct
+
+    chunks = np.random.default_rng(3).normal(size=(6, 3, 16)).astype(np.float32)
+    expected = [
+        hashlib.blake2b(
+            struct.pack("<II", 3, 16) + c.astype("<f4").tobytes(), digest_size=16
+        ).digest()
+        for c in chunks
+    ]
+    assert chunk_digests(chunks) == expected == [chunk_digest(c) for c in chunks]

@@ -18,7 +18,12 @@ import numpy as np
 from service.core.arrays import Floats
 from service.core.fairness import INLINE_BATCH_STEPS, THREAD_OFFLOAD_STEPS
 from service.core.models import ServedModel
-from service.core.session_record import SessionRecord, chunk_digest
+from service.core.session_record import (
+    SessionRecord,
+    chunk_digest,
+    chunk_digests,
+    encode_many,
+)
 from service.core.sessions import (
     MAX_WRITE_ATTEMPTS,
     ChunkResult,
@@ -52,6 +57,7 @@ class _Session:
     model: ServedModel | None = None
     next_item: int = 0
     outcomes: dict[int, Outcome] = field(default_factory=dict)
+    encoded: tuple[SessionRecord, bytes] | None = None  # a record and its bytes, made together
 
 
 @dataclass(slots=True)
@@ -59,7 +65,7 @@ class _Step:
     session: _Session
     item: int
     x: Floats
-    digest: bytes
+    digest: bytes | None = None
     replay_from: Floats | None = None  # the state before the last chunk, when resent
 
 
@@ -203,10 +209,10 @@ class _ManyChunks:
                     session.outcomes[index] = refused
                     continue
                 x = item.x
-                digest = chunk_digest(x)
                 if record.ended or (item.offset is not None and item.offset != record.steps):
                     if not session.fresh:  # a replay or a conflict is decided on a record read
                         return self._stale(session)
+                    digest = chunk_digest(x)
                     before = self._replayable(record, session.session_id, item.offset, digest)
                     session.model = model
                     return _Step(session, index, x, digest, replay_from=before)
@@ -216,7 +222,7 @@ class _ManyChunks:
                 session.outcomes[index] = error
                 continue
             session.model = model
-            return _Step(session, index, x, digest)
+            return _Step(session, index, x)  # the digest is made with its group's
         return None
 
     @staticmethod
@@ -276,25 +282,41 @@ class _ManyChunks:
             seconds = time.perf_counter() - started
             self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
             now = self.sessions.now_ms()
+            steps = x.shape[1]
+            digests = chunk_digests(x)
+            written = []
             for row, step in enumerate(group):
-                record = step.session.record
+                session = step.session
+                record = session.record
                 assert record is not None
                 if step.replay_from is not None:  # the first answer's bits, nothing written
-                    step.session.outcomes[step.item] = ChunkResult(
+                    session.outcomes[step.item] = ChunkResult(
                         record, record.last_offset, outputs[row], replayed=True
                     )
                     continue
-                step.session.record = record.advanced(
-                    steps=record.steps + step.x.shape[0],
-                    updated_ms=now,
-                    state=new_states[row],
-                    last_offset=record.steps,
-                    last_digest=step.digest,
-                    state_before_last=record.state,
+                session.record = record.after_chunk(steps, now, new_states[row], digests[row])
+                session.outcomes[step.item] = ChunkResult(
+                    session.record, record.steps, outputs[row], replayed=False
                 )
-                step.session.outcomes[step.item] = ChunkResult(
-                    step.session.record, record.steps, outputs[row], replayed=False
-                )
+                written.append(row)
+            if written:
+                self._encode([group[row].session for row in written], new_states, states, written)
+
+    @staticmethod
+    def _encode(
+        sessions: list[_Session], new_states: Floats, states: Floats, rows: list[int]
+    ) -> None:
+        """The new records' bytes, made together (`encode_many`): each session's last one is
+        what its compare-and-set writes."""
+        every = len(rows) == len(new_states)
+        blobs = encode_many(
+            [session.record for session in sessions],  # type: ignore[misc]
+            new_states if every else new_states[rows],
+            states if every else states[rows],
+        )
+        for session, blob in zip(sessions, blobs, strict=True):
+            assert session.record is not None
+            session.encoded = (session.record, blob)
 
     async def _write(self, sessions: list[_Session]) -> list[_Session]:
         """One pipelined round for every session this request changed; the sessions whose
@@ -307,7 +329,11 @@ class _ManyChunks:
         writes = []
         for session in changed:
             assert session.record is not None
-            value = session.record.encode()
+            encoded = session.encoded
+            if encoded is not None and encoded[0] is session.record:
+                value = encoded[1]
+            else:
+                value = session.record.encode()
             ttl_ms = session.record.ttl_seconds * 1000
             assert session.base is not None  # as read: its token is what the write expects
             writes.append(CasWrite(session.session_id, session.base.token, value, ttl_ms))

@@ -53,6 +53,18 @@ def chunk_digest(inputs: Floats) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+def chunk_digests(chunks: Floats) -> list[bytes]:
+    """`chunk_digest` of each chunk of a (chunks, T, F) array: one conversion to bytes."""
+    head = _SHAPE.pack(*chunks.shape[1:])
+    data = _f4_bytes(chunks)
+    size = len(data) // len(chunks) if len(chunks) else 0
+    blake2b = hashlib.blake2b
+    return [
+        blake2b(head + data[start : start + size], digest_size=16).digest()
+        for start in range(0, len(data), size)
+    ]
+
+
 def _f4_bytes(values: Floats) -> bytes:
     # `tobytes` copies in C order whatever the layout; `astype` only converts when needed.
     return values.astype(_F4, copy=False).tobytes()
@@ -80,6 +92,21 @@ class SessionRecord:
         and differs between incarnations of one session id."""
         flags = ENDED if self.ended else 0
         return _TOKEN.pack(MAGIC, FORMAT_VERSION, flags, self.incarnation, self.revision)
+
+    def after_chunk(
+        self, steps: int, updated_ms: int, state: Floats, digest: bytes
+    ) -> "SessionRecord":
+        """The record once a chunk of `steps` steps has run from its state: `advanced` with
+        the fields a chunk changes, without its checks (a record per chunk)."""
+        values = self.__dict__.copy()
+        values["revision"] = self.revision + 1
+        values["steps"] = self.steps + steps
+        values["updated_ms"] = updated_ms
+        values["state"] = state
+        values["last_offset"] = self.steps
+        values["last_digest"] = digest
+        values["state_before_last"] = self.state
+        return _made(values)
 
     def advanced(self, **changes: Any) -> "SessionRecord":
         if not changes.keys() <= _FIELDS:
@@ -179,6 +206,60 @@ def _names(model: str, version: str, state_size: int) -> tuple[bytes, bytes]:
     name = model.encode()
     encoded_version = version.encode()
     return name, name + _U16.pack(len(encoded_version)) + encoded_version + _U32.pack(state_size)
+
+
+def encode_many(records: list[SessionRecord], states: Floats, states_before: Floats) -> list[bytes]:
+    """`encode` of each record, for records of one model version that all keep a last
+    chunk, given their states and states before it as (records, size) arrays: the fields of
+    all of them written column by column into one buffer (numpy), then cut into records."""
+    first = records[0]
+    layout = _layout(first.model, first.model_version, first.state.size)
+    table = np.empty(len(records), layout)
+    table["magic"] = MAGIC
+    table["format"] = FORMAT_VERSION
+    table["flags"] = [ENDED if record.ended else 0 for record in records]
+    table["incarnation"] = [record.incarnation for record in records]
+    table["revision"] = [record.revision for record in records]
+    table["steps"] = [record.steps for record in records]
+    table["created_ms"] = [record.created_ms for record in records]
+    table["updated_ms"] = [record.updated_ms for record in records]
+    table["ttl_seconds"] = [record.ttl_seconds for record in records]
+    name, names = _names(first.model, first.model_version, first.state.size)
+    table["name_length"] = len(name)
+    table["names"] = names
+    table["state"] = states
+    table["last_offset"] = [record.last_offset for record in records]
+    table["last_digest"] = [record.last_digest for record in records]
+    table["state_before_last"] = states_before
+    blob = table.tobytes()
+    size = layout.itemsize
+    return [blob[start : start + size] for start in range(0, len(blob), size)]
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(model: str, version: str, state_size: int) -> np.dtype[Any]:
+    """A record with a last chunk as a packed numpy record type: the layout above, field by
+    field (the name's length, then the constant middle as one byte string)."""
+    names = _names(model, version, state_size)[1]
+    return np.dtype(
+        [
+            ("magic", "S4"),
+            ("format", "<u2"),
+            ("flags", "<u2"),
+            ("incarnation", "<u8"),
+            ("revision", "<u8"),
+            ("steps", "<u8"),
+            ("created_ms", "<u8"),
+            ("updated_ms", "<u8"),
+            ("ttl_seconds", "<u4"),
+            ("name_length", "<u2"),
+            ("names", f"S{len(names)}"),
+            ("state", "<f4", (state_size,)),
+            ("last_offset", "<i8"),
+            ("last_digest", "S16"),
+            ("state_before_last", "<f4", (state_size,)),
+        ]
+    )
 
 
 def _made(values: dict[str, Any]) -> SessionRecord:

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from service.core.session_record import TOKEN_BYTES, SessionRecord, chunk_digest
+from service.core.session_record import (
+    TOKEN_BYTES,
+    SessionRecord,
+    chunk_digest,
+    chunk_digests,
+    encode_many,
+)
 from service.errors import CorruptState
 
 
@@ -108,3 +114,43 @@ def test_digest_depends_on_values_and_shape():
     y = x.copy()
     y[5] = np.nextafter(y[5], np.float32(10))
     assert chunk_digest(x.reshape(2, 3)) != chunk_digest(y.reshape(2, 3))
+
+
+def test_records_encoded_together_are_each_record_encoded_alone():
+    rng = np.random.default_rng(7)
+    records = [
+        record(
+            incarnation=2**64 - 1 - i,
+            revision=i,
+            steps=1000 + i,
+            updated_ms=1_700_000_009_000 + i,
+            last_offset=999 + i,
+            last_digest=bytes([i + 1]) * 15 + b"\0",  # a trailing zero byte is kept
+            state=rng.normal(size=256).astype(np.float32),
+            state_before_last=rng.normal(size=256).astype(np.float32),
+            ended=i == 2,
+        )
+        for i in range(5)
+    ]
+    states = np.array([r.state for r in records])
+    before = np.array([r.state_before_last for r in records])
+    blobs = encode_many(records, states, before)
+    assert blobs == [r.encode() for r in records]
+    for blob, original in zip(blobs, records, strict=True):
+        decoded = SessionRecord.decode(blob)
+        assert decoded.state.tobytes() == original.state.tobytes()
+        assert (decoded.revision, decoded.ended) == (original.revision, original.ended)
+
+
+def test_digests_of_a_batch_are_each_chunk_digested_alone():
+    import hashlib
+    import struct
+
+    chunks = np.random.default_rng(3).normal(size=(6, 3, 16)).astype(np.float32)
+    expected = [
+        hashlib.blake2b(
+            struct.pack("<II", 3, 16) + c.astype("<f4").tobytes(), digest_size=16
+        ).digest()
+        for c in chunks
+    ]
+    assert chunk_digests(chunks) == expected == [chunk_digest(c) for c in chunks]

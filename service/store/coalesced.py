@@ -5,10 +5,7 @@ at once) and each then writes its record. Sent one by one, every write costs a c
 encode, a socket write and a reply to parse; here those of one turn and one namespace go
 as one `compare_and_set_many` (one script call on Redis). Each write keeps its own
 compare-and-set and its own outcome, applied in the order they were issued: only the
-round trip is shared. At most one call per namespace is in flight: the writes issued while
-it is wait for it and go together as the next call (larger groups: each call's fixed cost,
-a task, a command, two syscalls, a reply, shared by more writes, for at most one round trip
-of added wait). A session has at most one write in flight, so none waits behind its own.
+round trip is shared. The writes of one turn wait for the end of that turn, no longer.
 """
 
 import asyncio
@@ -30,8 +27,6 @@ class CoalescedWrites:
     def __init__(self, store: StateStore) -> None:
         self.inner = store
         self._pending: list[_Pending] = []
-        self._waiting: dict[str, list[_Pending]] = {}  # by namespace, while its call runs
-        self._busy: set[str] = set()  # namespaces with a call in flight
         self._sending: set[asyncio.Task[None]] = set()
         self.calls = 0  # store calls made for `compare_and_set`, for tests and benchmarks
 
@@ -50,31 +45,16 @@ class CoalescedWrites:
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
-        waiting = self._waiting
+        by_namespace: dict[str, list[_Pending]] = {}
         for item in pending:
-            waiting.setdefault(item.namespace, []).append(item)
-        for namespace in [name for name in waiting if name not in self._busy]:
-            self._start(namespace)
-
-    def _start(self, namespace: str) -> None:
-        # A caller cancelled before its write went out: it sends nothing.
-        items = [item for item in self._waiting.pop(namespace) if not item.outcome.done()]
-        if not items:
-            return
-        self._busy.add(namespace)
-        task = asyncio.get_running_loop().create_task(self._send(namespace, items))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+            if not item.outcome.done():  # a caller cancelled before the turn ended sends nothing
+                by_namespace.setdefault(item.namespace, []).append(item)
+        for namespace, items in by_namespace.items():
+            task = asyncio.get_running_loop().create_task(self._send(namespace, items))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
 
     async def _send(self, namespace: str, items: list[_Pending]) -> None:
-        try:
-            await self._call(namespace, items)
-        finally:
-            self._busy.discard(namespace)
-            if namespace in self._waiting:
-                self._start(namespace)
-
-    async def _call(self, namespace: str, items: list[_Pending]) -> None:
         self.calls += 1
         try:
             if len(items) == 1:

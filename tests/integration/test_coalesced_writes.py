@@ -106,29 +106,3 @@ def test_a_write_cancelled_before_its_turn_ends_is_not_sent(redis_server):
             await store.close()
 
     assert asyncio.run(run()) == b"v1"
-
-
-def test_writes_issued_while_a_call_is_in_flight_go_together_as_the_next_call(redis_server):
-    async def run() -> tuple[list[CasOutcome], list[bytes | None], int]:
-        inner = RedisStateStore.from_url(redis_server.url, 2.0)
-        store = CoalescedWrites(inner)
-        try:
-            for name in ("a", "b", "c"):
-                await inner.create("in-flight", name, b"v1", TTL_MS)
-            first = store.compare_and_set("in-flight", "a", b"v1", b"v2", TTL_MS)
-            await asyncio.sleep(0)  # the turn ends: the first call goes out, its reply not yet in
-            later = []
-            for name in ("b", "c"):  # each in a turn of its own, while the first call is out
-                later.append(store.compare_and_set("in-flight", name, b"v1", b"v2", TTL_MS))
-                await asyncio.sleep(0)
-            outcomes = await asyncio.gather(first, *later)
-            values = [await inner.get("in-flight", name) for name in ("a", "b", "c")]
-            return outcomes, values, store.calls
-        finally:
-            await store.close()
-
-    outcomes, values, calls = asyncio.run(run())
-
-    assert outcomes == [CasOutcome.APPLIED] * 3
-    assert values == [b"v2"] * 3
-    assert calls == 2

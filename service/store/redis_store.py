@@ -90,7 +90,6 @@ class RedisStateStore:
         # protocol check, once per write call otherwise.
         self._cluster = isinstance(client, RedisCluster)
         self._cas = client.register_script(_CAS_SCRIPT)
-        self._cas_sha = self._cas.sha.encode()
         self._cas_many = client.register_script(_CAS_MANY_SCRIPT)
         self._cas_many_sha = self._cas_many.sha.encode()
         self._spare: list[Any] = []  # idle connections for `_send`
@@ -169,18 +168,7 @@ class RedisStateStore:
         self, namespace: str, session_id: str, expected_prefix: bytes, value: bytes, ttl_ms: int
     ) -> CasOutcome:
         key = session_key(namespace, session_id)
-        if self._cluster:
-            result = await self._script(self._cas, [key], [expected_prefix, value, ttl_ms])
-            return _CAS_OUTCOMES[int(result)]
-        # In wire form on this store's connections, as the many-key call: a lone write (the
-        # coalesced writes of a quiet turn, a single route's chunk) costs no less to send.
-        command = _command(
-            b"EVALSHA", self._cas_sha, b"1", key.encode(), expected_prefix, value, b"%d" % ttl_ms
-        )
-        try:
-            result = await self._send(command)
-        except NoScriptError:  # a restarted Redis: the script call loads it again
-            result = await self._cas(keys=[key], args=[expected_prefix, value, ttl_ms])
+        result = await self._script(self._cas, [key], [expected_prefix, value, ttl_ms])
         return _CAS_OUTCOMES[int(result)]
 
     @unavailable_on_redis_errors

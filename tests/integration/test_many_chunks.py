@@ -405,8 +405,7 @@ def test_a_lost_race_is_read_again_and_both_writers_apply_once(client, redis_ser
             outcomes = await predict_many(ours, "_", items)
             record = await other.get("_", session_id)
         finally:
-            await plain.close()  # each store's own connections, then the client they share
-            await store.close()
+            await store.close()  # its own connections, and the client it shares with plain
         return outcomes, record, store.rounds
 
     outcomes, record, rounds = asyncio.run(scenario())

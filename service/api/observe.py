@@ -42,6 +42,9 @@ class StreamTally:
     replayed: int = 0
     errors: int = 0
     close_code: int | None = None
+    # The server's own `send`, below every wrapper: those watch the handshake and the close
+    # only, so a stream's data messages can skip their frames (one send per chunk).
+    server_send: Send | None = None
 
 
 def stream_tally(scope: Scope) -> StreamTally:
@@ -161,6 +164,7 @@ class RequestObserver:
         request_id = _request_id(scope)
         scope.setdefault("state", {})["request_id"] = request_id
         tally = stream_tally(scope)
+        tally.server_send = send
         status = 0
         header = (REQUEST_ID_HEADER, request_id.encode())
 

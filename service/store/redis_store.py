@@ -86,6 +86,9 @@ class RedisStateStore:
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        # Asked once: `isinstance` against redis-py's cluster class goes through `typing`'s
+        # protocol check, once per write call otherwise.
+        self._cluster = isinstance(client, RedisCluster)
         self._cas = client.register_script(_CAS_SCRIPT)
         self._cas_many = client.register_script(_CAS_MANY_SCRIPT)
         self._cas_many_sha = self._cas_many.sha.encode()
@@ -171,7 +174,7 @@ class RedisStateStore:
     @unavailable_on_redis_errors
     async def get_many(self, namespace: str, session_ids: list[str]) -> list[bytes | None]:
         keys = [session_key(namespace, session_id) for session_id in session_ids]
-        if isinstance(self._client, RedisCluster):
+        if self._cluster:
             values = await self._read(self._client.mget_nonatomic, keys)  # one per slot
         else:
             names = [key.encode() for key in keys]
@@ -183,7 +186,7 @@ class RedisStateStore:
         self, namespace: str, writes: list[CasWrite]
     ) -> list[CasOutcome]:
         keys = [session_key(namespace, w.session_id) for w in writes]
-        if not isinstance(self._client, RedisCluster):
+        if not self._cluster:
             # One script call for every key, its writes packed into one argument, and still
             # one round trip.
             packed = _packed_writes(writes)
@@ -208,7 +211,7 @@ class RedisStateStore:
 
     @unavailable_on_redis_errors
     async def ping(self) -> None:
-        if not isinstance(self._client, RedisCluster):
+        if not self._cluster:
             await self._read(self._client.ping)
             return
         # A plain cluster PING asks one node; every master holds sessions, so ask each.

@@ -99,10 +99,15 @@ class RedisStateStore:
         redis-py makes its pool's (auth, database, timeouts): `execute_command` and the
         pool's checkout cost more than the round trip for these many-key commands
         (measured, 64 keys: 375 against ~140 µs of CPU for the compare-and-sets)."""
-        connection = (
-            self._spare.pop() if self._spare else self._client.connection_pool.make_connection()
-        )
+        pool = self._client.connection_pool
+        connection = self._spare.pop() if self._spare else pool.make_connection()
         try:
+            # Not closed by Redis since its last call (a restart, `timeout`, `CLIENT KILL`):
+            # a write sent on a dead connection fails, and is not retried (it cannot be known
+            # not to have been applied). The pool's check, without its exception for
+            # maintenance notifications: nothing is ever left unread on these connections.
+            if connection.is_connected and await connection.can_read():
+                await connection.disconnect()
             if not connection.is_connected:
                 await connection.connect()
             await connection.send_packed_command(command)

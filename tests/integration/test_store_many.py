@@ -103,3 +103,30 @@ def test_many_values_are_read_in_key_order_bytes_as_stored(redis_server):
     )
 
     assert got == [values["z"], None, values["x"], values["y"], values["x"]]
+
+
+def test_a_kept_connection_the_server_closed_is_made_anew(redis_server):
+    """The many-key calls keep their connections between calls: one Redis closed meanwhile
+    (a restart, `timeout`, `CLIENT KILL`) is replaced before the next write, which cannot be
+    retried once sent."""
+    plain = stored(redis_server.url)
+    token = os.urandom(24)
+    key = session_key(NAMESPACE, "kept-connection")
+    plain.set(key, token + b"first")
+
+    async def scenario(store: RedisStateStore) -> list[list[CasOutcome]]:
+        first = await store.compare_and_set_many(
+            NAMESPACE, [CasWrite("kept-connection", token, token + b"second", 60_000)]
+        )
+        killed = plain.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        await asyncio.sleep(0.05)
+        second = await store.compare_and_set_many(
+            NAMESPACE, [CasWrite("kept-connection", token, token + b"third", 60_000)]
+        )
+        return [first, second]
+
+    outcomes = run(redis_server.url, scenario)
+
+    assert outcomes == [[CasOutcome.APPLIED], [CasOutcome.APPLIED]]
+    assert plain.get(key) == token + b"third"

@@ -114,19 +114,24 @@ def test_a_kept_connection_the_server_closed_is_made_anew(redis_server):
     key = session_key(NAMESPACE, "kept-connection")
     plain.set(key, token + b"first")
 
+    name = f"store-many-{os.getpid()}"  # only this store's connections are closed
+
     async def scenario(store: RedisStateStore) -> list[list[CasOutcome]]:
         first = await store.compare_and_set_many(
             NAMESPACE, [CasWrite("kept-connection", token, token + b"second", 60_000)]
         )
-        killed = plain.client_kill_filter(_type="normal", skipme=True)
-        assert killed >= 1
+        ours = [client["id"] for client in plain.client_list() if client["name"] == name]
+        assert ours
+        for client_id in ours:
+            plain.client_kill_filter(_id=client_id)
         await asyncio.sleep(0.05)
         second = await store.compare_and_set_many(
             NAMESPACE, [CasWrite("kept-connection", token, token + b"third", 60_000)]
         )
         return [first, second]
 
-    outcomes = run(redis_server.url, scenario)
+    separator = "&" if "?" in redis_server.url else "?"
+    outcomes = run(f"{redis_server.url}{separator}client_name={name}", scenario)
 
     assert outcomes == [[CasOutcome.APPLIED], [CasOutcome.APPLIED]]
     assert plain.get(key) == token + b"third"

@@ -57,11 +57,11 @@ def chunk_digests(chunks: Floats) -> list[bytes]:
     """`chunk_digest` of each chunk of a (chunks, T, F) array: one conversion to bytes."""
     head = _SHAPE.pack(*chunks.shape[1:])
     data = _f4_bytes(chunks)
-    size = len(data) // len(chunks) if len(chunks) else 0
+    size = chunks[0].size * _F4.itemsize if len(chunks) else 0
     blake2b = hashlib.blake2b
     return [
-        blake2b(head + data[start : start + size], digest_size=16).digest()
-        for start in range(0, len(data), size)
+        blake2b(head + data[row * size : (row + 1) * size], digest_size=16).digest()
+        for row in range(len(chunks))
     ]
 
 

@@ -325,14 +325,7 @@ class SessionService:
                     raise _ReadAgain
                 return None, await self._replay(namespace, model, record, session_id, offset, rows)
             outputs, state = await self._run(namespace, model, rows, record.state)
-            updated = record.advanced(
-                steps=record.steps + rows.shape[0],
-                updated_ms=self._clock(),
-                state=state,
-                last_offset=record.steps,
-                last_digest=chunk_digest(rows),
-                state_before_last=record.state,
-            )
+            updated = record.after_chunk(rows.shape[0], self._clock(), state, chunk_digest(rows))
             return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
 
         self._in_flight += 1  # `counted()` inline: this runs once per chunk

@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     slices of a fraction of a millisecond between its GIL-free kernel calls; the event loop
     waits up to this for the lock each time it wakes while heavy work runs Python."""
 
+    heavy_work_nice: int = Field(10, ge=0, le=19)
+    """How much lower the heavy-work thread's scheduling priority is than the rest of the
+    process (Linux niceness, per thread; 0: the same). Where cores are busy, the kernel then
+    runs the event loop, which serves every short chunk, before long work."""
+
     loop_lag_probe_ms: float = Field(10.0, ge=0)
     """How often the event loop's lag is probed (`lstm_event_loop_lag_seconds`: how late a
     timer ran, what every request waits behind long work). 0: not probed."""

@@ -3,6 +3,7 @@ on the bytes of large bodies being read, and on the memory one request's tensors
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
@@ -58,6 +59,18 @@ class _Steps(_Queued):
     cancelled: bool = False
 
 
+def lower_thread_priority(nice: int) -> None:
+    """Makes the calling thread `nice` steps less favoured by the kernel's scheduler than
+    it is now (at most 19). Linux keeps niceness per thread: the heavy-work thread, lowered,
+    leaves a contended core to the event loop first. Elsewhere, or if refused, nothing."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    thread = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        now = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, now + nice))
+
+
 class HeavyWork:
     """Runs heavy work (more than `THREAD_OFFLOAD_STEPS` timesteps) off the event loop, fairly.
 
@@ -72,7 +85,9 @@ class HeavyWork:
     event loop cost 10-20% of its CPU (docs/benchmarks.md). A sequence cut at any step gives
     the same bits (the runner is chunk-invariant)."""
 
-    def __init__(self, per_key: int, total: int, slice_steps: int = SLICE_STEPS) -> None:
+    def __init__(
+        self, per_key: int, total: int, slice_steps: int = SLICE_STEPS, nice: int = 0
+    ) -> None:
         self.per_key = per_key
         self.total = total
         self.slice_steps = slice_steps
@@ -81,7 +96,9 @@ class HeavyWork:
         self._waiting = 0  # jobs queued for the thread; changed under `_lock` by both threads
         self._requests = 0  # requests in progress in the process (`request`)
         self._lock = threading.Lock()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="lstm-heavy")
+        self._thread = ThreadPoolExecutor(
+            1, thread_name_prefix="lstm-heavy", initializer=lower_thread_priority, initargs=(nice,)
+        )
 
     async def run(
         self, namespace: str, runner: StreamingRunner, x: Floats, states: Floats

@@ -82,6 +82,7 @@ class SessionLimits:
     recent_records: int = _setting("recent_records")
     max_heavy_per_namespace: int = _setting("max_heavy_per_key")
     max_heavy_total: int = _setting("max_heavy_total")
+    heavy_work_nice: int = _setting("heavy_work_nice")
     max_tensor_bytes: int = _setting("max_tensor_bytes")
 
     @classmethod
@@ -95,6 +96,7 @@ class SessionLimits:
             recent_records=settings.recent_records,
             max_heavy_per_namespace=settings.max_heavy_per_key,
             max_heavy_total=settings.max_heavy_total,
+            heavy_work_nice=settings.heavy_work_nice,
             max_tensor_bytes=settings.max_tensor_bytes,
         )
 
@@ -173,7 +175,9 @@ class SessionService:
         self._in_flight = 0  # chunk and predict requests in progress in this process
         self._writers = KeyedLocks(TURN_PATIENCE_SECONDS)
         self.recent = RecentRecords(limits.recent_records)
-        self.heavy = HeavyWork(limits.max_heavy_per_namespace, limits.max_heavy_total)
+        self.heavy = HeavyWork(
+            limits.max_heavy_per_namespace, limits.max_heavy_total, nice=limits.heavy_work_nice
+        )
 
     def now_ms(self) -> int:
         return self._clock()

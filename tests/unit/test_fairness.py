@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 
@@ -147,3 +148,24 @@ def test_a_sliced_job_keeps_the_thread_only_while_its_request_is_alone(requests,
     finally:
         work.close()
     assert entries == hand_offs
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no per-thread niceness here")
+@pytest.mark.parametrize("nice", [0, 7, 40])
+def test_the_heavy_work_thread_runs_less_favoured_than_the_event_loop(nice):
+    # The kernel's scheduler reads niceness per thread: the heavy-work thread's, and only
+    # its, is raised by `nice` (capped at 19, the least favoured).
+    here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    work = HeavyWork(per_key=1, total=1, nice=nice)
+
+    def thread_priority() -> tuple[int, int]:
+        thread = threading.get_native_id()
+        return thread, os.getpriority(os.PRIO_PROCESS, thread)
+
+    try:
+        thread, priority = asyncio.run(work.call(thread_priority))
+    finally:
+        work.close()
+    assert thread != threading.get_native_id()
+    assert priority == min(19, here + nice)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here

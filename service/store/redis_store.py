@@ -8,6 +8,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from service.store.base import CasOutcome, CasWrite
 from service.store.keys import session_key
@@ -129,6 +130,10 @@ class RedisStateStore:
             # redis-py never resends a command by itself: a write whose reply was lost may
             # have been applied, and resending would also stretch the timeout bound.
             "retry": Retry(NoBackoff(), 0),
+            # With them on ("auto", the default, counts as on), the pool hands out a
+            # connection Redis has closed (a restart, `timeout`, `CLIENT KILL`) unchecked,
+            # and the write sent on it fails: 503 for a request that needed none.
+            "maint_notifications_config": MaintNotificationsConfig(enabled=False),
         }
         if cluster or names_cluster:
             return cls(RedisCluster.from_url(url, **options))

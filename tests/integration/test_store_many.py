@@ -135,3 +135,29 @@ def test_a_kept_connection_the_server_closed_is_made_anew(redis_server):
 
     assert outcomes == [[CasOutcome.APPLIED], [CasOutcome.APPLIED]]
     assert plain.get(key) == token + b"third"
+
+
+def test_pooled_connections_the_server_closed_are_made_anew_before_a_write(redis_server):
+    """The same for the pool's connections (creates, one-key compare-and-sets, deletes):
+    redis-py checks a pooled connection before use only with its maintenance notifications
+    off, which the store turns off."""
+    plain = stored(redis_server.url)
+    name = f"store-pool-{os.getpid()}"
+    token = os.urandom(24)
+
+    async def scenario(store: RedisStateStore) -> list[Any]:
+        # Several pooled connections, then every one of them closed by Redis.
+        await asyncio.gather(*(store.get(NAMESPACE, f"pool-{n}") for n in range(4)))
+        for client in plain.client_list():
+            if client["name"] == name:
+                plain.client_kill_filter(_id=client["id"])
+        await asyncio.sleep(0.05)
+        created = await store.create(NAMESPACE, "pool-a", token + b"first", 60_000)
+        swapped = await store.compare_and_set(NAMESPACE, "pool-a", token, token + b"next", 60_000)
+        deleted = await store.delete(NAMESPACE, "pool-a")
+        return [created, swapped, deleted]
+
+    separator = "&" if "?" in redis_server.url else "?"
+    outcomes = run(f"{redis_server.url}{separator}client_name={name}", scenario)
+
+    assert outcomes == [True, CasOutcome.APPLIED, True]

@@ -133,10 +133,14 @@ class HeavyWork:
             if self._waiting:
                 return
 
+    @property
+    def requests_in_progress(self) -> int:
+        return self._requests
+
     @contextlib.contextmanager
     def request(self) -> Iterator[None]:
-        """Counts a request in progress (kept by the API for every HTTP request and open
-        WebSocket stream)."""
+        """Counts a request in progress (kept by the API for every HTTP request, gRPC call,
+        and open WebSocket or gRPC stream)."""
         self._requests += 1
         try:
             yield

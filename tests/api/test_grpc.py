@@ -416,3 +416,33 @@ def test_the_readme_grpc_example_streams_bit_exact(served):
 
     streamed = np.concatenate(namespace["outputs"])
     assert streamed.tobytes() == predict(app, MODEL, namespace["inputs"]).tobytes()
+
+
+def test_an_open_stream_counts_as_a_request_in_progress(served):
+    # Heavy work hands its thread back between slices only while another request is in
+    # progress: a gRPC stream must count as an open WebSocket does.
+    app, address = served
+    heavy = app.app.state.sessions.heavy
+    before = heavy.requests_in_progress
+    seen: list[int] = []
+    x = np.random.default_rng(10).normal(size=(1, 3, 16)).astype(np.float32)
+
+    async def scenario() -> None:
+        async with aioclient.InferenceServerClient(address) as triton_client:
+            answered = asyncio.Event()
+
+            async def requests():
+                yield {"model_name": MODEL, "inputs": inputs_of(x)}
+                await answered.wait()
+
+            async for _, error in triton_client.stream_infer(requests()):
+                assert error is None
+                seen.append(heavy.requests_in_progress)
+                answered.set()
+
+    asyncio.run(scenario())
+    assert seen == [before + 1]
+    deadline = time.monotonic() + 5
+    while heavy.requests_in_progress != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert heavy.requests_in_progress == before

@@ -64,6 +64,9 @@ class GrpcServer:
         self.service = InferenceService(sequences)
         self.auth = Authenticator(api_keys)
         self.observer = CallObserver(metrics, settings.access_log)
+        # Counted as HTTP requests are: heavy work hands the thread back between slices
+        # while another call is in progress (`HeavyWork.call_sliced`).
+        self.in_progress = sequences.sessions.heavy.request
         self.port = 0
         self._server: grpc.aio.Server | None = None
 
@@ -120,7 +123,8 @@ class GrpcServer:
             call = CallRecord(name, request_id(context), model=_model_of(request))
             try:
                 call.namespace = self.auth.namespace(context) if protected else DEFAULT_NAMESPACE
-                return await method(request, call.namespace)
+                with self.in_progress():
+                    return await method(request, call.namespace)
             except ServiceError as exc:
                 call.status, call.error = status_of(exc), exc.code
                 context.set_trailing_metadata(((ERROR_CODE_KEY, exc.code),))
@@ -155,5 +159,6 @@ class GrpcServer:
             context.set_trailing_metadata(((ERROR_CODE_KEY, exc.code),))
             await context.abort(call.status, exc.message)
         stream = InferStream(self.service.model_infer, self.observer, namespace, call.request_id)
-        async for answer in stream.run(requests):
-            yield answer
+        with self.in_progress():
+            async for answer in stream.run(requests):
+                yield answer

@@ -198,13 +198,64 @@ def _encoded(values: Floats, first: bool = True, last: bool = True) -> bytes:
     return text[0 if first else 1 : len(text) if last else -1]
 
 
+class EncodedRows:
+    """An `OutputSink`: each slice of a long computation's outputs encoded as JSON on the
+    event loop as it comes, while the heavy-work thread computes the next slice (the loop
+    is idle meanwhile), so that the answer's values are ready when the runner ends."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self._rows: list[Floats] = []
+        self._texts: list[bytes] = []  # each slice's rows, without the list's brackets
+        self._values = 0  # in the texts not yet joined into `_parts`
+        self._parts: list[bytes] = []  # texts joined, about SLICE_VALUES values each
+        self._usable = True
+
+    def add(self, outputs: Floats) -> None:
+        if not self._usable:
+            return
+        if outputs.size > SLICE_VALUES:  # one encoding would hold the loop too long
+            self.restart()
+            self._usable = False
+            return
+        if self._texts and self._values + outputs.size > SLICE_VALUES:
+            self._parts.append(b",".join([*self._texts, b""]))  # ends with the next `,`
+            self._texts, self._values = [], 0
+        self._rows.append(outputs)
+        self._texts.append(values_json(outputs)[1:-1])
+        self._values += outputs.size
+
+    def parts(self, values: Floats) -> list[bytes] | None:
+        """`values` (T, U) as a JSON list's text in parts of about `SLICE_VALUES` values
+        each, without its brackets, if the slices were exactly `values`; None otherwise
+        (another computation's, or none at all): the answer is then encoded anew."""
+        if not self._usable or not self._rows or values.ndim != 2:
+            return None
+        rows = self._rows[0] if len(self._rows) == 1 else np.concatenate(self._rows)
+        if rows.shape != values.shape or rows.tobytes() != values.tobytes():
+            return None
+        return [*self._parts, b",".join(self._texts)]
+
+
 async def answer_parts(
-    heavy: HeavyWork, values: Floats, answer: Callable[[msgspec.Raw], bytes]
+    heavy: HeavyWork,
+    values: Floats,
+    answer: Callable[[msgspec.Raw], bytes],
+    encoded: EncodedRows | None = None,
 ) -> list[bytes]:
     """The JSON answer `answer(values as JSON)` as parts whose concatenation is it: for a
-    large array, the answer's head, its values' slices (encoded in the heavy-work thread)
-    and its tail, never joined. A join, then msgspec copying the joined values into the
-    answer, each held the interpreter lock for milliseconds per 9 MB answer."""
+    large array, the answer's head, its values' slices (encoded in the heavy-work thread,
+    or already by `encoded`) and its tail, never joined. A join, then msgspec copying the
+    joined values into the answer, each held the interpreter lock for milliseconds per 9 MB
+    answer."""
+    ready = encoded.parts(values) if encoded is not None else None
+    if ready is not None:
+        if len(ready) == 1:
+            return [answer(msgspec.Raw(b"[" + ready[0] + b"]"))]
+        head, tail = answer(_VALUES_HERE).split(b"\x00")
+        return [head + b"[", *ready[:-1], ready[-1] + b"]" + tail]
     if values.size <= SLICE_VALUES:
         return [answer(msgspec.Raw(values_json(values)))]
     return await heavy.call_sliced(_around(_encoding(values), answer))

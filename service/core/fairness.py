@@ -10,7 +10,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class _Progress(_Queued):
     start: int = 0
     outputs: list[Floats] = field(default_factory=list)
     cancelled: bool = False
+    sink: Callable[[Floats], None] | None = None  # each slice's outputs, to the loop
 
 
 @dataclass
@@ -69,6 +70,17 @@ def lower_thread_priority(nice: int) -> None:
     with contextlib.suppress(OSError):
         now = os.getpriority(os.PRIO_PROCESS, thread)
         os.setpriority(os.PRIO_PROCESS, thread, min(19, now + nice))
+
+
+class OutputSink(Protocol):
+    """Takes a one-row computation's outputs slice by slice, on the event loop, while the
+    heavy-work thread computes the next slice: an answer's encoding overlaps the runner."""
+
+    def restart(self) -> None:
+        """A computation begins: the slices of any earlier one are void."""
+
+    def add(self, outputs: Floats) -> None:
+        """The next slice's (T, U) outputs, in order."""
 
 
 class HeavyWork:
@@ -101,12 +113,26 @@ class HeavyWork:
         )
 
     async def run(
-        self, namespace: str, runner: StreamingRunner, x: Floats, states: Floats
+        self,
+        namespace: str,
+        runner: StreamingRunner,
+        x: Floats,
+        states: Floats,
+        sink: OutputSink | None = None,
     ) -> tuple[Floats, Floats]:
-        """`runner.step_batch(x, states)`, x: (B, T, F), computed slice by slice."""
+        """`runner.step_batch(x, states)`, x: (B, T, F), computed slice by slice; with one
+        row of a per-step model, each slice's outputs also go to `sink` as they come."""
         with self.held(namespace):
             loop = asyncio.get_running_loop()
             progress = _Progress(states=states)
+            if sink is not None and x.shape[0] == 1 and runner.per_step:
+                sink.restart()
+                add = sink.add
+
+                def to_loop(outputs: Floats) -> None:
+                    loop.call_soon_threadsafe(add, outputs)
+
+                progress.sink = to_loop
             try:
                 while progress.start < x.shape[1]:
                     self._count_waiting(progress, True)
@@ -130,6 +156,8 @@ class HeavyWork:
             outputs, progress.states = runner.step_batch(piece, progress.states)
             progress.outputs.append(outputs)
             progress.start += piece.shape[1]
+            if progress.sink is not None:
+                progress.sink(outputs[0])
             if self._waiting:
                 return
 

@@ -13,7 +13,12 @@ import numpy as np
 
 from service.core.arrays import Floats
 from service.core.batcher import MicroBatcher
-from service.core.fairness import THREAD_OFFLOAD_STEPS, HeavyWork, check_tensor_bytes
+from service.core.fairness import (
+    THREAD_OFFLOAD_STEPS,
+    HeavyWork,
+    OutputSink,
+    check_tensor_bytes,
+)
 from service.core.inputs import as_rows, check_chunk
 from service.core.keyed_locks import KeyedLocks
 from service.core.models import ServedModel
@@ -112,12 +117,17 @@ def _now_ms() -> int:
 
 
 async def run_model(
-    model: ServedModel, x: Floats, state: Floats, telemetry: Telemetry, heavy: tuple[HeavyWork, str]
+    model: ServedModel,
+    x: Floats,
+    state: Floats,
+    telemetry: Telemetry,
+    heavy: tuple[HeavyWork, str],
+    sink: OutputSink | None = None,
 ) -> tuple[Floats, Floats]:
     if x.shape[0] > THREAD_OFFLOAD_STEPS:
         work, namespace = heavy
         started = time.perf_counter()
-        outputs, states = await work.run(namespace, model.runner, x[None], state[None])
+        outputs, states = await work.run(namespace, model.runner, x[None], state[None], sink)
         telemetry.model_ran(model.name, x.shape[0], time.perf_counter() - started)
         return outputs[0], states[0]
     return _timed_step(model, x, state, telemetry)
@@ -201,19 +211,28 @@ class SessionService:
         batch, steps = (1, x.shape[0]) if x.ndim == 2 else x.shape[:2]
         check_tensor_bytes(model.runner, batch, steps, self.limits.max_tensor_bytes)
 
-    async def predict_stateless(self, namespace: str, model: ServedModel, x: Floats) -> Floats:
+    async def predict_stateless(
+        self, namespace: str, model: ServedModel, x: Floats, sink: OutputSink | None = None
+    ) -> Floats:
         """A (T, F) sequence or a (B, T, F) batch from zero state: row b equals a one-row
-        call on `x[b]`, and every chunking of a session, bit for bit."""
+        call on `x[b]`, and every chunking of a session, bit for bit. `sink`: as `predict`'s,
+        for a sequence."""
         x = as_rows(model, x)
         self.check(model, x, self.limits.max_predict_steps)
         with self.counted():
             if x.ndim == 2:
-                outputs, _ = await self._run(namespace, model, x, model.runner.initial_state())
+                state = model.runner.initial_state()
+                outputs, _ = await self._run(namespace, model, x, state, sink)
                 return outputs
             return await run_batch(model, x, self.telemetry, (self.heavy, namespace))
 
     def _run(
-        self, namespace: str, model: ServedModel, x: Floats, state: Floats
+        self,
+        namespace: str,
+        model: ServedModel,
+        x: Floats,
+        state: Floats,
+        sink: OutputSink | None = None,
     ) -> Awaitable[tuple[Floats, Floats]]:
         """The chunk's outputs and new state, to await; in a batch, the batcher's future
         itself (awaited with no coroutine of this module in between, once per chunk)."""
@@ -227,7 +246,7 @@ class SessionService:
             and batcher.worth_waiting(model.runner, x)
         ):
             return batcher.step(model.runner, x, state, model.name)
-        return run_model(model, x, state, self.telemetry, (self.heavy, namespace))
+        return run_model(model, x, state, self.telemetry, (self.heavy, namespace), sink)
 
     @contextlib.contextmanager
     def counted(self) -> Iterator[None]:
@@ -312,11 +331,13 @@ class SessionService:
         x: Floats,
         offset: int | None = None,
         known: SessionRecord | None = None,
+        sink: OutputSink | None = None,
     ) -> ChunkResult:
         """Apply the (T, F) chunk `x` (or a binary body's flat values) at the session's
         step, exactly once (see `offset`). `known`: the record as this caller last saw it
         stored (a stream's previous answer), tried first instead of reading it; the
-        compare-and-set catches a stale one."""
+        compare-and-set catches a stale one. `sink`: takes the outputs of a long chunk
+        slice by slice while they are computed (`HeavyWork.run`)."""
 
         async def advance(
             record: SessionRecord, fresh: bool
@@ -327,8 +348,10 @@ class SessionService:
             if record.ended or (offset is not None and offset != record.steps):
                 if not fresh:  # a replay or a conflict is decided on a record just read
                     raise _ReadAgain
-                return None, await self._replay(namespace, model, record, session_id, offset, rows)
-            outputs, state = await self._run(namespace, model, rows, record.state)
+                return None, await self._replay(
+                    namespace, model, record, session_id, offset, rows, sink
+                )
+            outputs, state = await self._run(namespace, model, rows, record.state, sink)
             updated = record.after_chunk(rows.shape[0], self._clock(), state, chunk_digest(rows))
             return updated, ChunkResult(updated, record.steps, outputs, replayed=False)
 
@@ -346,6 +369,7 @@ class SessionService:
         session_id: str,
         offset: int | None,
         x: Floats,
+        sink: OutputSink | None = None,
     ) -> ChunkResult:
         """The last chunk again: recomputed from the state before it (the runner is
         deterministic, so the outputs are the first answer's bits); else a conflict."""
@@ -356,7 +380,7 @@ class SessionService:
             and before is not None
             and chunk_digest(x) == record.last_digest
         ):
-            outputs, _ = await self._run(namespace, model, x, before)
+            outputs, _ = await self._run(namespace, model, x, before, sink)
             return ChunkResult(record, offset, outputs, replayed=True)
         if record.ended:
             raise SessionNotFound(session_id)

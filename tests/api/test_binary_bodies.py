@@ -4,7 +4,7 @@ same bits and the same exactly-once rules as JSON."""
 import numpy as np
 import pytest
 
-from tests.streaming import new_session, predict, send_chunk
+from tests.streaming import new_session, post_chunk, predict, send_chunk
 
 OCTET = "application/octet-stream"
 BINARY = {"content-type": OCTET, "accept": OCTET}
@@ -75,6 +75,24 @@ def test_binary_stateless_predict_answers_the_json_bits(client, inputs):
     assert response.status_code == 200, response.text
     assert response.headers["model-version"]
     assert np.array_equal(floats(response.content, 8), predict(client, "sensor-lstm", inputs))
+
+
+def test_a_long_chunk_answers_in_json_the_bits_of_its_binary_answer(client):
+    # Long chunks' JSON outputs are encoded slice by slice while the runner computes the
+    # next (the heavy-work thread's slices are 256 steps): the answer, its replay and the
+    # stateless predict's hold the float32 bits the binary answer carries.
+    inputs = np.random.default_rng(22).normal(size=(700, 16)).astype(np.float32)
+    want = client.post("/v1/models/sensor-lstm/predict", content=raw(inputs), headers=BINARY)
+    assert want.status_code == 200, want.text
+    session_id = new_session(client, "sensor-lstm")
+    first = post_chunk(client, session_id, inputs, offset=0)
+    again = post_chunk(client, session_id, inputs, offset=0)
+    assert first.status_code == again.status_code == 200, again.text
+    assert again.json()["replayed"] is True and first.json()["steps"] == 700
+    for outputs in (first.json()["outputs"], again.json()["outputs"]):
+        assert np.array(outputs, np.float32).tobytes() == want.content
+    stateless = predict(client, "sensor-lstm", inputs)
+    assert stateless.tobytes() == want.content
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,48 @@ def test_a_repeated_field_decodes_as_one_decode_does(heavy):
     body = b'{"inputs": [[1, 2]], "offset": 1, "inputs": [[3, 4]]}'  # the last one counts
     x, offset = sliced(heavy, body, chunk=True)
     assert x.tolist() == [[3.0, 4.0]] and offset == 1
+
+
+def encoded_in_slices(values: np.ndarray, rows: int) -> tensor_json.EncodedRows:
+    """What the heavy-work thread hands the loop: `values` slice by slice, in order."""
+    sink = tensor_json.EncodedRows()
+    sink.restart()
+    for start in range(0, len(values), rows):
+        sink.add(values[start : start + rows])
+    return sink
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows"), [((1000, 8), 256), ((3000, 8), 97), ((300, 8), 128), ((1, 3), 1)]
+)
+def test_outputs_encoded_as_they_come_answer_their_values(heavy, monkeypatch, shape, rows):
+    # The slices' texts make the answer that one encoding of the whole outputs makes: past
+    # 4096 values a long answer in parts, one body below.
+    monkeypatch.setattr(tensor_json, "SLICE_VALUES", 4096)
+    values = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    values[0, 0] = -0.0
+
+    def answer(raw):
+        return encoded({"id": "a\x00b", "v": raw})
+
+    sink = encoded_in_slices(values, rows)
+    assert sink.parts(values) is not None  # the slices' texts are what is answered
+    parts = asyncio.run(answer_parts(heavy, values, answer, sink))
+    whole = json.loads(b"".join(parts))
+    assert whole == {"id": "a\x00b", "v": values.tolist()}
+    assert np.array(whole["v"], np.float32).tobytes() == values.tobytes()
+    assert (len(parts) == 1) == (values.size <= 4096)
+
+
+def test_slices_of_another_computation_are_not_answered(heavy):
+    # A compare-and-set lost after the runner ran: the slices are those of the first try,
+    # the answer must hold the outputs of the one that was stored.
+    values = np.random.default_rng(3).normal(size=(600, 8)).astype(np.float32)
+    other = values.copy()
+    other[599, 7] = np.nextafter(other[599, 7], np.float32(np.inf))
+    for sink in (encoded_in_slices(other, 256), encoded_in_slices(values[:344], 256)):
+        parts = asyncio.run(answer_parts(heavy, values, lambda raw: encoded({"v": raw}), sink))
+        assert np.array(json.loads(b"".join(parts))["v"], np.float32).tobytes() == values.tobytes()
+    restarted = encoded_in_slices(values, 256)
+    restarted.restart()
+    assert restarted.parts(values) is None

@@ -25,7 +25,8 @@ from service.api.schemas import (
     PredictResponse,
     SessionInfo,
 )
-from service.api.tensor_json import answer_parts
+from service.api.tensor_json import EncodedRows, answer_parts
+from service.core.fairness import THREAD_OFFLOAD_STEPS
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -90,12 +91,14 @@ async def predict(
 ) -> Response:
     served = sessions.model(model, version)
     x = await read_sequence(request)
-    outputs = await sessions.predict_stateless(namespace, served, x)
-    if wants_binary(request):
+    binary = wants_binary(request)
+    rows = None if binary or len(x) <= THREAD_OFFLOAD_STEPS else EncodedRows()
+    outputs = await sessions.predict_stateless(namespace, served, x, rows)
+    if binary:
         return binary_answer(outputs, {"model-version": served.version})
     header = {"model": served.name, "model_version": served.version}
     parts = await answer_parts(
-        heavy_work(request), outputs, lambda values: encoded({**header, "outputs": values})
+        heavy_work(request), outputs, lambda values: encoded({**header, "outputs": values}), rows
     )
     return parts_answer(parts)
 

@@ -20,7 +20,8 @@ from service.api.bodies import (
 from service.api.deps import Namespace, SessionId, Sessions, namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunkResponse, ResetRequest, SessionInfo
-from service.api.tensor_json import answer_parts
+from service.api.tensor_json import EncodedRows, answer_parts
+from service.core.fairness import THREAD_OFFLOAD_STEPS
 from service.core.sessions import ChunkResult, SessionService
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -86,8 +87,10 @@ async def answer_chunk(request: Request, session_id: str, offset: int | None) ->
     dependency solving for them costs ~40 us, a few percent of a 1-step chunk."""
     sessions: SessionService = request.app.state.sessions
     x, chunk_offset = await read_chunk(request, offset)
-    result = await sessions.predict(namespace_of(request), session_id, x, chunk_offset)
-    if wants_binary(request):
+    binary = wants_binary(request)
+    rows = None if binary or len(x) <= THREAD_OFFLOAD_STEPS else EncodedRows()
+    result = await sessions.predict(namespace_of(request), session_id, x, chunk_offset, sink=rows)
+    if binary:
         return binary_answer(
             result.outputs,
             {
@@ -97,7 +100,7 @@ async def answer_chunk(request: Request, session_id: str, offset: int | None) ->
             },
         )
     parts = await answer_parts(
-        heavy_work(request), result.outputs, partial(_chunk_answer, session_id, result)
+        heavy_work(request), result.outputs, partial(_chunk_answer, session_id, result), rows
     )
     return parts_answer(parts)
 

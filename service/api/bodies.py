@@ -18,7 +18,7 @@ from fastapi import Request, Response
 from starlette.types import Receive, Scope, Send
 
 from service.api.schemas import SESSION_ID_PATTERN
-from service.api.tensor_json import decode_rows, number_rows
+from service.api.tensor_json import decode_rows, number_rows, open_brackets
 from service.core.arrays import Floats
 from service.core.fairness import LARGE_BODY_BYTES, HeavyWork
 from service.core.inputs import as_array
@@ -111,7 +111,7 @@ def _well_formed(body: bytes, fields: frozenset[str]) -> tuple[Floats, int | Non
         offset = document.get("offset")
         if offset is not None and (type(offset) is not int or offset < 0):
             return None
-        x = number_rows(document["inputs"], body.count(b"["))
+        x = number_rows(document["inputs"], open_brackets(body))
     except (KeyError, TypeError, ValueError, RuntimeError):
         return None
     return None if x is None else (x, offset)

@@ -259,9 +259,9 @@ async def answer_parts(
     answer."""
     ready = encoded.parts(values) if encoded is not None else None
     if ready is not None:
-        if len(ready) == 1:
-            return [answer(msgspec.Raw(b"[" + ready[0] + b"]"))]
         head, tail = answer(_VALUES_HERE).split(b"\x00")
+        if len(ready) == 1:  # one copy of the values into the answer, not three
+            return [b"".join((head, b"[", ready[0], b"]", tail))]
         return [head + b"[", *ready[:-1], ready[-1] + b"]" + tail]
     if values.size <= SLICE_VALUES:
         return [answer(msgspec.Raw(values_json(values)))]

@@ -169,3 +169,34 @@ def test_the_heavy_work_thread_runs_less_favoured_than_the_event_loop(nice):
     assert thread != threading.get_native_id()
     assert priority == min(19, here + nice)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == here
+
+
+def test_a_sink_gets_each_slice_of_one_row_on_the_event_loop_in_order(runner):
+    # What lets an answer be encoded while the thread computes the next slice: the slices'
+    # outputs, in order, on the loop's thread, adding up to the whole computation's.
+    x = np.random.default_rng(4).normal(size=(1, 175, runner.input_features))
+    x = x.astype(np.float32)
+    states = np.zeros((1, runner.state_size), np.float32)
+    work = HeavyWork(per_key=1, total=1, slice_steps=50)
+
+    class Sink:
+        def __init__(self):
+            self.restarts, self.pieces, self.threads = 0, [], set()
+
+        def restart(self):
+            self.restarts += 1
+
+        def add(self, outputs):
+            self.pieces.append(outputs)
+            self.threads.add(threading.get_ident())
+
+    sink = Sink()
+    try:
+        outputs, _ = asyncio.run(work.run("k", runner, x, states, sink))
+    finally:
+        work.close()
+    assert sink.restarts == 1
+    assert [len(piece) for piece in sink.pieces] == [50, 50, 50, 25]
+    assert sink.threads == {threading.get_ident()}
+    assert np.concatenate(sink.pieces).tobytes() == runner.step_batch(x, states)[0][0].tobytes()
+    assert outputs[0].tobytes() == np.concatenate(sink.pieces).tobytes()

@@ -9,10 +9,12 @@ large, the closing handshake) goes to `websockets` as before, and only ever in w
 frames, so its parser always waits at a frame boundary when the short path resumes.
 """
 
+import asyncio
 import struct
+from collections import deque
 from typing import Any
 
-from uvicorn._types import ASGISendEvent
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import OPEN
 from websockets.streams import StreamReader
@@ -41,11 +43,48 @@ def _frame_head(opcode: int, size: int) -> bytes:
     return bytes((_FIN | opcode, _LENGTH_64)) + _U64.pack(size)
 
 
+class _Inbox:
+    """The messages for the app, in order: the part of `asyncio.Queue` uvicorn uses, without
+    its size bound, putters and loop lookup per `get` (one message each way per chunk)."""
+
+    __slots__ = ("_loop", "_waiters", "messages")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self.messages: deque[Any] = deque()
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+
+    def put_nowait(self, message: Any) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(message)
+                return
+        self.messages.append(message)
+
+    def empty(self) -> bool:
+        return not self.messages
+
+    async def get(self) -> Any:
+        if self.messages:
+            return self.messages.popleft()
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.messages.appendleft(waiter.result())  # given, not taken: keep it first
+            raise
+
+
 class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
     """Whole data frames in and out without `websockets`' parser and frame objects."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _Inbox(self.loop)  # type: ignore[assignment]
         self._short = False  # the short path is on (decided once, see `_may_go_short`)
         self._given_up = False  # everything goes to `websockets` from here on
         self._partial = bytearray()  # the start of a frame not yet received whole
@@ -94,9 +133,10 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
                 payload = apply_mask(data[start:end], data[start - 4 : start])
                 if opcode == _BINARY:
                     self._deliver({"type": "websocket.receive", "bytes": payload})
-                else:
-                    self.curr_msg_data_type, self.frames = "text", [payload]
-                    self.send_receive_event_to_app()  # decodes; bad UTF-8 fails the socket
+                    at = end
+                    continue
+                self.curr_msg_data_type, self.frames = "text", [payload]
+                self.send_receive_event_to_app()  # decodes; bad UTF-8 fails the socket
             else:
                 super().data_received(data[at:end])  # one whole frame: a control frame, a part
             if self.close_sent or self.conn.state is not OPEN or self.conn.parser_exc is not None:
@@ -105,6 +145,14 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
             at = end
         if at < size:
             self._partial += data[at:]
+
+    async def receive(self) -> ASGIReceiveEvent:
+        inbox: _Inbox = self.queue  # type: ignore[assignment]
+        message = inbox.messages.popleft() if inbox.messages else await inbox.get()
+        if self.read_paused and not inbox.messages:
+            self.read_paused = False
+            self.transport.resume_reading()
+        return message  # type: ignore[no-any-return]
 
     def _deliver(self, message: Any) -> None:
         self.queue.put_nowait(message)

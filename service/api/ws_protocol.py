@@ -6,7 +6,7 @@ list) and every answer to its frame builder; here a complete, final, unfragmente
 frame is cut from the bytes received and its answer framed directly. Everything else
 (the handshake, control frames, fragments, compressed frames, anything malformed or too
 large, the closing handshake) goes to `websockets` as before, and only ever in whole
-frames, so its parser always waits at a frame boundary when the short path resumes.
+frames, so its parser is at a frame boundary whenever the short path cuts the next one.
 """
 
 import asyncio

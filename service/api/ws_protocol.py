@@ -167,6 +167,9 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         if self._given_up or not self.handshake_complete or self.initial_response is not None:
             return False
         conn = self.conn
+        if not hasattr(conn, "current_size") or not hasattr(conn, "max_message_size"):
+            self._given_up = True  # a `websockets` older than the one this was written for
+            return False
         if conn.state is not OPEN or conn.extensions or conn.reader.buffer:
             return False
         waiting: Any = conn.parser

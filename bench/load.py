@@ -220,6 +220,12 @@ class Spec:
     session_prefix: str = "bench"
     protocol: str = "v1"
     sessions_per_request: int = 0
+    # Processes (the server's, Redis) whose CPU over the window is reported per request,
+    # without the run's set-up (sessions, handshakes) that a whole-run figure includes.
+    watch_pids: list[int] = field(default_factory=list)
+    # The client's event loop: uvloop (the server's too) costs the client less per request
+    # than asyncio's, so that it takes less of the CPU it shares with the server.
+    uvloop: bool = True
 
 
 @dataclass
@@ -253,6 +259,12 @@ class Window:
         self.started_ns = 0
         self.opens_ns: int | None = None
         self.closed_ns = 0
+        # This process's CPU over the window (`time.process_time`): the load generator
+        # shares the machine with the server, so its cost per request is reported too.
+        self.opens_cpu: float | None = None
+        self.closed_cpu = 0.0
+        self.opens_watched: list[float] = []
+        self.closed_watched: list[float] = []
 
     def client_ready(self) -> None:
         self.waiting -= 1
@@ -272,6 +284,9 @@ class Window:
             return
         if ended_ns < self.opens_ns:
             return
+        if self.opens_cpu is None:
+            self.opens_cpu = time.process_time()
+            self.opens_watched = [_cpu_seconds(pid) for pid in spec.watch_pids]
         self.tally.done_ns.append(ended_ns)
         self.tally.latencies_ns.append(ended_ns - began_ns)
         elapsed = ended_ns - self.opens_ns
@@ -286,7 +301,17 @@ class Window:
     def _close(self, ended_ns: int) -> None:
         if not self.stop.is_set():
             self.closed_ns = ended_ns
+            self.closed_cpu = time.process_time()
+            if self.opens_watched:
+                self.closed_watched = [_cpu_seconds(pid) for pid in self.spec.watch_pids]
             self.stop.set()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process `pid` (all its threads) so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _websocket_client(spec: Spec, index: int, window: Window, tally: Tally) -> None:
@@ -416,6 +441,13 @@ def summary(spec: Spec, window: Window, tally: Tally) -> dict[str, Any]:
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": latencies[-1] / 1e6 if latencies else float("nan"),
         "completed_total": tally.completed,
+        "client_cpu_ms_per_request": 1000
+        * max(0.0, window.closed_cpu - (window.opens_cpu or window.closed_cpu))
+        / max(1, len(latencies)),
+        "watched_cpu_ms_per_request": [
+            1000 * (closed - opened) / max(1, len(latencies))
+            for opened, closed in zip(window.opens_watched, window.closed_watched, strict=False)
+        ],
         "errors": len(tally.errors),
         "first_errors": tally.errors[:3],
         "session_ids": tally.session_ids[:4],
@@ -424,7 +456,12 @@ def summary(spec: Spec, window: Window, tally: Tally) -> dict[str, Any]:
 
 def main() -> None:
     spec = Spec(**json.loads(sys.argv[1]))
-    print(json.dumps(asyncio.run(run(spec))))
+    if spec.uvloop:
+        import uvloop
+
+        print(json.dumps(uvloop.run(run(spec))))
+    else:
+        print(json.dumps(asyncio.run(run(spec))))
 
 
 if __name__ == "__main__":

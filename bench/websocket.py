@@ -4,8 +4,9 @@
     python -m bench.websocket --smoke    tiny sizes (CI: both transports answer)
 
 One Redis and one `lstm-serve` (1 worker); the load generator in its own process
-(`bench.load`): HTTP/1.1 keep-alive with JSON bodies, the route as clients use it today,
-and WebSockets with binary frames. Windows alternate (HTTP, WS, HTTP, WS...) so that a
+(`bench.load`, on uvloop): HTTP/1.1 keep-alive with JSON bodies, the route as clients use
+it today, and WebSockets with binary frames. It shares the CPUs with the server, so its
+own CPU per chunk is printed too. Windows alternate (HTTP, WS, HTTP, WS...) so that a
 change in the machine's load hits both; the ratio is of the medians.
 """
 
@@ -45,7 +46,8 @@ def measure(sessions: int, seconds: float, rounds: int, log_dir: Path) -> dict[s
                 print(
                     f"{transport:>9}: {result['throughput']:8,.0f} chunks/s  "
                     f"p50 {result['p50_ms']:.1f} ms  p99 {result['p99_ms']:.1f} ms  "
-                    f"server CPU {result['server_cpu_ms_per_request']:.2f} ms/chunk",
+                    f"server CPU {result['server_cpu_ms_per_request']:.2f} ms/chunk  "
+                    f"client CPU {result['client_cpu_ms_per_request']:.3f} ms/chunk",
                     flush=True,
                 )
     http = statistics.median(run["throughput"] for run in runs["http"])

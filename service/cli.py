@@ -12,6 +12,7 @@ from types import FrameType
 import uvicorn
 
 from service.api.read_timeouts import http_protocol
+from service.api.ws_protocol import LeanWebSocketProtocol
 from service.logs import logging_config
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.settings import Settings
@@ -93,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
             http=http_protocol(args.http),
             # Measured (docs/benchmarks.md, WebSocket): the sans-I/O `websockets` protocol
             # costs the least CPU per message; the legacy one and wsproto cost 10-15% more.
-            ws="websockets-sansio",
+            # Its subclass here cuts and frames whole data frames itself.
+            ws=LeanWebSocketProtocol,
         )
     finally:
         if embedded:

@@ -19,6 +19,7 @@ Result = tuple[Floats, Floats]
 class _Batch:
     runner: StreamingRunner
     model: str  # for telemetry
+    loop: asyncio.AbstractEventLoop  # the one it runs on: its later chunks need not ask
     inputs: list[Floats] = field(default_factory=list)
     states: list[Floats] = field(default_factory=list)
     waiters: list[asyncio.Future[Result]] = field(default_factory=list)
@@ -71,11 +72,14 @@ class MicroBatcher:
     ) -> asyncio.Future[Result]:
         """The chunk's outputs and state, once its batch has run. A future, not a coroutine:
         the caller awaits the batch with no frame of this method to resume."""
-        loop = asyncio.get_running_loop()
         key = (id(runner), x.shape[0])
         batch = self._open.get(key)
-        if batch is None:
-            batch = self._open[key] = _Batch(runner, model)
+        if batch is not None:
+            loop = batch.loop
+        else:
+            # Asked once per batch: on Python 3.11 the question costs a `getpid` system call.
+            loop = asyncio.get_running_loop()
+            batch = self._open[key] = _Batch(runner, model, loop)
             if self.max_wait_seconds > 0:
                 loop.call_later(self.max_wait_seconds, self._run, key, batch)
             else:

@@ -1,20 +1,23 @@
 """Per-key turns inside one process, so local writers to a session queue instead of racing."""
 
 import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Hashable
 from types import TracebackType
 
 
 class _Entry:
-    __slots__ = ("lock", "users")
+    __slots__ = ("held", "users", "waiters")
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0  # holding the lock, waiting for it, or gone ahead without it
+        self.held = False  # a caller has the turn
+        self.users = 0  # having the turn, waiting for it, or gone ahead without it
+        self.waiters: deque[asyncio.Future[None]] = deque()  # in arrival order
 
 
 class KeyedLocks:
-    """One FIFO asyncio lock per key, kept only while someone holds or awaits it.
+    """One FIFO turn per key, kept only while someone has or awaits it.
 
     An optimisation, never the guarantee: the store's compare-and-set still arbitrates
     between processes, and a caller that waits longer than `patience` goes ahead without
@@ -29,50 +32,79 @@ class KeyedLocks:
         return len(self._entries)
 
     def turn(self, key: Hashable) -> "Turn":
-        """`async with locks.turn(key) as acquired`: waits for `key`'s turn; `acquired` is
-        False when patience ran out first."""
-        return Turn(self, key)
-
-    def _enter(self, key: Hashable) -> _Entry:
+        """Queues for `key`'s turn, at once: `turn.ready` when nobody else has or awaits it,
+        else `await turn.wait()`; `turn.leave()` at the end, either way. Or `async with
+        locks.turn(key) as acquired` (False when patience ran out first)."""
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
         entry.users += 1
-        return entry
+        return Turn(self, key, entry)
 
-    def _leave(self, key: Hashable, entry: _Entry) -> None:
+    def _drop(self, key: Hashable, entry: _Entry) -> None:
         entry.users -= 1
         if not entry.users:
             del self._entries[key]
 
 
+def _pass_on(entry: _Entry) -> None:
+    """The turn to the first waiter still waiting, or to nobody."""
+    while entry.waiters:
+        waiter = entry.waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+    entry.held = False
+
+
 class Turn:
-    """One caller's turn on one key (a class, not a generator: it runs once per chunk)."""
+    """One caller's turn on one key. Taken without a coroutine when the key is free: the
+    uncontended case runs once per chunk."""
 
-    __slots__ = ("_acquired", "_entry", "_key", "_locks")
+    __slots__ = ("_entry", "_key", "_locks", "acquired", "ready")
 
-    def __init__(self, locks: KeyedLocks, key: Hashable) -> None:
+    def __init__(self, locks: KeyedLocks, key: Hashable, entry: _Entry) -> None:
         self._locks = locks
         self._key = key
-        self._acquired = False
+        self._entry = entry
+        self.ready = self.acquired = not entry.held
+        entry.held = True
 
-    async def __aenter__(self) -> bool:
-        entry = self._entry = self._locks._enter(self._key)
-        if entry.users == 1:
-            # Nobody else holds or awaits this key: the lock is free and takes no wait.
-            await entry.lock.acquire()
-            self._acquired = True
-            return True
+    async def wait(self) -> bool:
+        """Wait for the turn, at most `patience`; whether it came (else: go ahead anyway)."""
+        entry = self._entry
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry.waiters.append(waiter)
         try:
             async with asyncio.timeout(self._locks.patience):
-                await entry.lock.acquire()
-            self._acquired = True
+                await waiter
         except TimeoutError:
-            self._acquired = False
+            # Handed over just as patience ran out: it is this caller's turn after all.
+            self.acquired = waiter.done() and not waiter.cancelled()
         except BaseException:
-            self._locks._leave(self._key, entry)
+            if waiter.done() and not waiter.cancelled():
+                _pass_on(entry)  # handed over, but this caller is gone
+            self._forget(waiter)
+            self._locks._drop(self._key, entry)
             raise
-        return self._acquired
+        else:
+            self.acquired = True
+        if not self.acquired:
+            self._forget(waiter)
+        self.ready = True
+        return self.acquired
+
+    def _forget(self, waiter: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._entry.waiters.remove(waiter)
+
+    def leave(self) -> None:
+        if self.acquired:
+            _pass_on(self._entry)
+        self._locks._drop(self._key, self._entry)
+
+    async def __aenter__(self) -> bool:
+        return self.acquired if self.ready else await self.wait()
 
     async def __aexit__(
         self,
@@ -80,6 +112,4 @@ class Turn:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._acquired:
-            self._entry.lock.release()
-        self._locks._leave(self._key, self._entry)
+        self.leave()

@@ -455,7 +455,10 @@ class SessionService:
         key = (namespace, session_id)
         incarnation = None  # the session this request is for, once a read has named it
         began_ms = self._clock()
-        async with self._writers.turn(key):
+        turn = self._writers.turn(key)  # no coroutine to enter when the session is free
+        if not turn.ready:
+            await turn.wait()
+        try:
             for attempt in range(MAX_WRITE_ATTEMPTS):
                 cached = self._remembered(key, known) if attempt == 0 else None
                 if cached is None:
@@ -509,6 +512,8 @@ class SessionService:
                     raise SessionNotFound(session_id)
                 if cached is None:
                     await asyncio.sleep(backoff_seconds(attempt))
+        finally:
+            turn.leave()
         raise SessionBusy.for_session(session_id)
 
     def _remembered(

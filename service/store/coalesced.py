@@ -27,6 +27,7 @@ class CoalescedWrites:
     def __init__(self, store: StateStore) -> None:
         self.inner = store
         self._pending: list[_Pending] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the pending writes' loop
         self._sending: set[asyncio.Task[None]] = set()
         self.calls = 0  # store calls made for `compare_and_set`, for tests and benchmarks
 
@@ -35,8 +36,10 @@ class CoalescedWrites:
     ) -> asyncio.Future[CasOutcome]:
         """The write's outcome, as a future the caller awaits directly (no coroutine frame
         to resume when it is set: this runs once per chunk)."""
-        loop = asyncio.get_running_loop()
-        if not self._pending:
+        # The turn's first write asks for the loop (on Python 3.11 a `getpid` system call).
+        loop = self._loop if self._pending else None
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
             loop.call_soon(self._flush)
         outcome: asyncio.Future[CasOutcome] = loop.create_future()
         write = CasWrite(session_id, expected_prefix, value, ttl_ms)

@@ -73,3 +73,30 @@ def test_a_cancelled_waiter_leaves_nothing_behind():
 
     asyncio.run(run())
     assert len(locks) == 0
+
+
+def test_a_waiter_cancelled_as_its_turn_comes_passes_the_turn_on():
+    locks = KeyedLocks(patience=5)
+
+    async def run() -> list[str]:
+        order: list[str] = []
+
+        async def waiter(name: str) -> None:
+            async with locks.turn("k") as acquired:
+                assert acquired
+                order.append(name)
+
+        holder = locks.turn("k")
+        assert holder.ready and holder.acquired
+        first = asyncio.create_task(waiter("first"))
+        second = asyncio.create_task(waiter("second"))
+        await asyncio.sleep(0.01)  # both wait
+        holder.leave()  # hands the turn to `first`...
+        first.cancel()  # ...which is cancelled before it runs
+        await asyncio.gather(first, second, return_exceptions=True)
+        async with locks.turn("k") as acquired:
+            order.append(f"then {acquired}")
+        return order
+
+    assert asyncio.run(run()) == ["second", "then True"]
+    assert len(locks) == 0

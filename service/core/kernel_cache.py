@@ -32,7 +32,7 @@ SIGNATURES = {
     kernels.dense: (_A3, _A2, _A1, _CODE),
     kernels.pointwise: (_A3, _CODE),
     kernels.normalize: (_A3, _A1, _A1, _SCALAR, _A1, _A1, _FLAG, _FLAG),
-    model_kernel.run_model: (_A3, _A2, _PROGRAM, types.ListType(_A2), types.ListType(_A1), _A1),
+    model_kernel.run_model: (_A3, _A2, _PROGRAM, _PROGRAM, _A1, _A1),
 }
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lstm-stream" / "kernels"

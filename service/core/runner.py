@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from numba import typed, types
 
 from service.core import model_kernel as program
 from service.core.activations import GLU
@@ -213,35 +212,44 @@ class NormalizationStage:
         )
 
 
+_ALIGNMENT = 16  # floats: each array starts on a cache line (one AVX-512 vector)
+
+
 class _Program:
     """The stages' calls packed for `run_model`: one row of integers per stage, every
-    weight matrix and vector in one typed list each."""
+    weight array copied into one buffer, each starting on a cache line."""
 
     def __init__(self, stages: list[Any]) -> None:
+        calls = [stage.call() for stage in stages]
+        arrays = [a for call in calls for a in (*call.matrices, *call.vectors)]
+        starts, end = [], 0
+        for array in arrays:
+            starts.append(end)
+            end += -(-array.size // _ALIGNMENT) * _ALIGNMENT
+        buffer = np.zeros(end + _ALIGNMENT, F32)
+        first = -(buffer.ctypes.data // 4) % _ALIGNMENT
+        self.weights = buffer[first : first + end]
+        self.layout = np.zeros((len(arrays), 3), np.int64)
+        for i, (array, start) in enumerate(zip(arrays, starts, strict=True)):
+            self.weights[start : start + array.size] = array.ravel()
+            self.layout[i] = (start, array.shape[0], array.shape[1] if array.ndim == 2 else 0)
         self.ints = np.zeros((len(stages), program.FIELDS), np.int64)
-        self.epsilons = np.zeros(len(stages), F32)
-        self.matrices = typed.List.empty_list(types.float32[:, ::1])
-        self.vectors = typed.List.empty_list(types.float32[::1])
-        for k, stage in enumerate(stages):
-            call = stage.call()
-            row = self.ints[k]
+        self.epsilons = np.array([call.epsilon for call in calls], F32)
+        taken = 0
+        for row, call, stage in zip(self.ints, calls, stages, strict=True):
             row[program.KIND] = call.kind
             row[program.ACTIVATION] = call.activation
             row[program.RECURRENT_ACTIVATION] = call.recurrent_activation
             row[program.SEQUENCES] = call.flag
             row[program.RESET_AFTER] = call.second_flag
             row[program.STATE_SIZE] = stage.state_size
-            row[program.FIRST_MATRIX] = len(self.matrices)
-            row[program.FIRST_VECTOR] = len(self.vectors)
-            self.epsilons[k] = call.epsilon
-            for matrix in call.matrices:
-                self.matrices.append(matrix)
-            for vector in call.vectors:
-                self.vectors.append(vector)
+            row[program.FIRST_MATRIX] = taken
+            row[program.FIRST_VECTOR] = taken + len(call.matrices)
+            taken += len(call.matrices) + len(call.vectors)
 
     def run(self, x: Floats, states: Floats) -> tuple[Floats, Floats]:
         return program.run_model(  # type: ignore[no-any-return]
-            x, states, self.ints, self.matrices, self.vectors, self.epsilons
+            x, states, self.ints, self.layout, self.weights, self.epsilons
         )
 
 

@@ -22,8 +22,8 @@ LSTM, GRU, SIMPLE_RNN, DENSE, POINTWISE, NORMALIZE = range(6)
 KIND = 0
 ACTIVATION = 1
 RECURRENT_ACTIVATION = 2
-SEQUENCES = 3  # return_sequences (recurrent); moving statistics (normalization)
-RESET_AFTER = 4  # GRU; rms_scaling (normalization)
+FLAG = 3  # return_sequences; a normalization's moving statistics
+SECOND_FLAG = 4  # GRU's reset_after; a normalization's rms_scaling
 STATE_SIZE = 5
 FIRST_MATRIX = 6
 FIRST_VECTOR = 7
@@ -58,7 +58,7 @@ def run_model(x, states, ints, layout, weights, epsilons):
     for k in range(ints.shape[0]):
         kind, activation = ints[k, KIND], ints[k, ACTIVATION]
         recurrent_activation = ints[k, RECURRENT_ACTIVATION]
-        flag, second_flag = ints[k, SEQUENCES] != 0, ints[k, RESET_AFTER] != 0
+        flag, second_flag = ints[k, FLAG] != 0, ints[k, SECOND_FLAG] != 0
         m, v, size = ints[k, FIRST_MATRIX], ints[k, FIRST_VECTOR], ints[k, STATE_SIZE]
         own = np.ascontiguousarray(states[:, offset : offset + size])
         if kind == LSTM:

@@ -240,8 +240,8 @@ class _Program:
             row[program.KIND] = call.kind
             row[program.ACTIVATION] = call.activation
             row[program.RECURRENT_ACTIVATION] = call.recurrent_activation
-            row[program.SEQUENCES] = call.flag
-            row[program.RESET_AFTER] = call.second_flag
+            row[program.FLAG] = call.flag
+            row[program.SECOND_FLAG] = call.second_flag
             row[program.STATE_SIZE] = stage.state_size
             row[program.FIRST_MATRIX] = taken
             row[program.FIRST_VECTOR] = taken + len(call.matrices)

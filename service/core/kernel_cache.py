@@ -15,7 +15,7 @@ from pathlib import Path
 
 from numba import config, types
 
-from service.core import activation_kernel, fmath, kernels, products
+from service.core import activation_kernel, fmath, kernels, model_kernel, products
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,7 @@ _A1 = types.float32[::1]
 _A2 = types.float32[:, ::1]
 _A3 = types.float32[:, :, ::1]
 _CODE, _FLAG, _SCALAR = types.int64, types.boolean, types.float32
+_PROGRAM = types.int64[:, ::1]
 
 SIGNATURES = {
     kernels.lstm: (_A3, _A2, _A2, _A2, _A1, _CODE, _CODE, _FLAG),
@@ -31,6 +32,7 @@ SIGNATURES = {
     kernels.dense: (_A3, _A2, _A1, _CODE),
     kernels.pointwise: (_A3, _CODE),
     kernels.normalize: (_A3, _A1, _A1, _SCALAR, _A1, _A1, _FLAG, _FLAG),
+    model_kernel.run_model: (_A3, _A2, _PROGRAM, _PROGRAM, _A1, _A1),
 }
 
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lstm-stream" / "kernels"
@@ -41,7 +43,7 @@ _compiled = False
 
 def sources_digest() -> str:
     digest = hashlib.sha256()
-    for module in (fmath, activation_kernel, products, kernels):
+    for module in (fmath, activation_kernel, products, kernels, model_kernel):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()[:16]
 

@@ -1,10 +1,11 @@
 """The streaming runner: compiled kernels computing each session row on its own.
 
 Each stage holds one layer's float32 weights (C-contiguous, as the kernels are compiled
-for) and the codes of its activations, and calls one kernel of `service.core.kernels`
-per batch. The kernels fix the order of every float32 operation and use no BLAS and no
-libm, so outputs and state are bitwise independent of chunking, of the sessions batched
-together and of the CPU.
+for) and the codes of its activations, and describes the call of its kernel of
+`service.core.kernels` (`StageCall`); the runner calls all of them in one compiled call
+(`service.core.model_kernel`). The kernels fix the order of every float32 operation and
+use no BLAS and no libm, so outputs and state are bitwise independent of chunking, of the
+sessions batched together and of the CPU.
 """
 
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from service.core import kernels
+from service.core import model_kernel as program
 from service.core.activations import GLU
 from service.core.arrays import F32, Floats
 from service.core.kernel_cache import compile_kernels
@@ -26,12 +27,26 @@ def _or_zeros(array: Floats | None, size: int) -> Floats:
     return _c(array) if array is not None else np.zeros(size, F32)
 
 
+@dataclass(frozen=True)
+class StageCall:
+    """One stage's kernel and its arguments: a row of `run_model`'s program."""
+
+    kind: int
+    matrices: tuple[Floats, ...] = ()
+    vectors: tuple[Floats, ...] = ()
+    activation: int = 0
+    recurrent_activation: int = 0
+    flag: bool = False
+    second_flag: bool = False
+    epsilon: float = 0.0
+
+
 class Stage(Protocol):
     state_size: int
     output_features: int
 
-    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        """x: (B, T, F); state: (B, state_size). Returns (y, new_state)."""
+    def call(self) -> StageCall:
+        """The kernel computing x: (B, T, F), state: (B, state_size) -> (y, new_state)."""
         ...
 
 
@@ -75,13 +90,11 @@ class LSTMStage(_Recurrent):
     kind: ClassVar[str] = "LSTM"
     state_names: ClassVar[tuple[str, ...]] = ("h", "c")
 
-    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        return kernels.lstm(  # type: ignore[no-any-return]
-            x,
-            _c(state),
-            self.kernel,
-            self.recurrent_kernel,
-            self._bias,
+    def call(self) -> StageCall:
+        return StageCall(
+            program.LSTM,
+            (self.kernel, self.recurrent_kernel),
+            (self._bias,),
             self.activation,
             self.recurrent_activation,
             self.return_sequences,
@@ -107,19 +120,15 @@ class GRUStage(_Recurrent):
         self._input_bias = _or_zeros(input_bias, 3 * u)
         self._recurrent_bias = _or_zeros(recurrent_bias, 3 * u)
 
-    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        return kernels.gru(  # type: ignore[no-any-return]
-            x,
-            _c(state),
-            self.kernel,
-            self._gates_kernel,
-            self._candidate_kernel,
-            self._input_bias,
-            self._recurrent_bias,
+    def call(self) -> StageCall:
+        return StageCall(
+            program.GRU,
+            (self.kernel, self._gates_kernel, self._candidate_kernel),
+            (self._input_bias, self._recurrent_bias),
             self.activation,
             self.recurrent_activation,
-            self.reset_after,
             self.return_sequences,
+            self.reset_after,
         )
 
 
@@ -127,20 +136,14 @@ class SimpleRNNStage(_Recurrent):
     kind: ClassVar[str] = "SimpleRNN"
     state_names: ClassVar[tuple[str, ...]] = ("h",)
 
-    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        return kernels.simple_rnn(  # type: ignore[no-any-return]
-            x,
-            _c(state),
-            self.kernel,
-            self.recurrent_kernel,
-            self._bias,
+    def call(self) -> StageCall:
+        return StageCall(
+            program.SIMPLE_RNN,
+            (self.kernel, self.recurrent_kernel),
+            (self._bias,),
             self.activation,
-            self.return_sequences,
+            flag=self.return_sequences,
         )
-
-
-def _halved_by_glu(y: Floats, activation: int) -> Floats:
-    return _c(y[..., : y.shape[-1] // 2]) if activation == GLU else y
 
 
 @dataclass
@@ -159,9 +162,8 @@ class DenseStage:
         units = int(self.kernel.shape[1])
         return units // 2 if self.activation == GLU else units
 
-    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        y = kernels.dense(x, self.kernel, self._bias, self.activation)
-        return _halved_by_glu(y, self.activation), state
+    def call(self) -> StageCall:
+        return StageCall(program.DENSE, (self.kernel,), (self._bias,), self.activation)
 
 
 @dataclass
@@ -174,8 +176,8 @@ class ActivationStage:
     def output_features(self) -> int:
         return self.input_features // 2 if self.activation == GLU else self.input_features
 
-    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        return _halved_by_glu(kernels.pointwise(x, self.activation), self.activation), state
+    def call(self) -> StageCall:
+        return StageCall(program.POINTWISE, activation=self.activation)
 
 
 @dataclass
@@ -200,18 +202,55 @@ class NormalizationStage:
         self._mean = _or_zeros(self.moving_mean, n)
         self._variance = _or_zeros(self.moving_variance, n)
 
-    def forward(self, x: Floats, state: Floats) -> tuple[Floats, Floats]:
-        y = kernels.normalize(
-            x,
-            self._gamma,
-            self._beta,
-            F32(self.epsilon),
-            self._mean,
-            self._variance,
-            self._moving,
-            self.rms_scaling,
+    def call(self) -> StageCall:
+        return StageCall(
+            program.NORMALIZE,
+            vectors=(self._gamma, self._beta, self._mean, self._variance),
+            flag=self._moving,
+            second_flag=self.rms_scaling,
+            epsilon=self.epsilon,
         )
-        return y, state
+
+
+_ALIGNMENT = 16  # floats: each array starts on a cache line (one AVX-512 vector)
+
+
+class _Program:
+    """The stages' calls packed for `run_model`: one row of integers per stage, every
+    weight array copied into one buffer, each starting on a cache line."""
+
+    def __init__(self, stages: list[Any]) -> None:
+        calls = [stage.call() for stage in stages]
+        arrays = [a for call in calls for a in (*call.matrices, *call.vectors)]
+        starts, end = [], 0
+        for array in arrays:
+            starts.append(end)
+            end += -(-array.size // _ALIGNMENT) * _ALIGNMENT
+        buffer = np.zeros(end + _ALIGNMENT, F32)
+        first = -(buffer.ctypes.data // 4) % _ALIGNMENT
+        self.weights = buffer[first : first + end]
+        self.layout = np.zeros((len(arrays), 3), np.int64)
+        for i, (array, start) in enumerate(zip(arrays, starts, strict=True)):
+            self.weights[start : start + array.size] = array.ravel()
+            self.layout[i] = (start, array.shape[0], array.shape[1] if array.ndim == 2 else 0)
+        self.ints = np.zeros((len(stages), program.FIELDS), np.int64)
+        self.epsilons = np.array([call.epsilon for call in calls], F32)
+        taken = 0
+        for row, call, stage in zip(self.ints, calls, stages, strict=True):
+            row[program.KIND] = call.kind
+            row[program.ACTIVATION] = call.activation
+            row[program.RECURRENT_ACTIVATION] = call.recurrent_activation
+            row[program.FLAG] = call.flag
+            row[program.SECOND_FLAG] = call.second_flag
+            row[program.STATE_SIZE] = stage.state_size
+            row[program.FIRST_MATRIX] = taken
+            row[program.FIRST_VECTOR] = taken + len(call.matrices)
+            taken += len(call.matrices) + len(call.vectors)
+
+    def run(self, x: Floats, states: Floats) -> tuple[Floats, Floats]:
+        return program.run_model(  # type: ignore[no-any-return]
+            x, states, self.ints, self.layout, self.weights, self.epsilons
+        )
 
 
 class StreamingRunner:
@@ -229,6 +268,7 @@ class StreamingRunner:
             for stage in stages
             if isinstance(stage, _Recurrent)
         ]
+        self._program = _Program(stages)
 
     @property
     def state_bytes(self) -> int:
@@ -246,16 +286,7 @@ class StreamingRunner:
     def step_batch(self, x: Floats, states: Floats) -> tuple[Floats, Floats]:
         """x: (B, T, F); states: (B, state_size). Row b of the result equals
         `step(x[b], states[b])` bit for bit."""
-        y = _c(x)
-        states = _c(states)
-        out_state = np.empty((x.shape[0], self.state_size), F32)
-        offset = 0
-        for stage in self.stages:
-            end = offset + stage.state_size
-            y, new_own = stage.forward(y, states[:, offset:end])
-            if stage.state_size:
-                out_state[:, offset:end] = new_own
-            offset = end
+        y, out_state = self._program.run(_c(x), _c(states))
         if not self.per_step:
             return y[:, -1, :], out_state
         return y, out_state

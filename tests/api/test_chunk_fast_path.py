@@ -23,6 +23,14 @@ def chunk_json(rows: np.ndarray, **extra: object) -> bytes:
     return json.dumps({"inputs": rows.tolist(), **extra}).encode()
 
 
+def many_json(session_id: str) -> bytes:
+    chunks = [
+        {"session_id": session_id, "inputs": [[1, 0]]},
+        {"session_id": "not-a-session", "inputs": [[0, 0]]},
+    ]
+    return json.dumps({"chunks": chunks}).encode()
+
+
 def script(session_id: str) -> list[tuple[str, bytes, dict[str, str]]]:
     """(path, body, headers): chunks, a replay, conflicts, bad input, paths FastAPI refuses."""
     route = f"/v1/sessions/{session_id}/predict"
@@ -41,6 +49,11 @@ def script(session_id: str) -> list[tuple[str, bytes, dict[str, str]]]:
         ("/v1/sessions/not-a-session/predict", chunk_json(SEED_INPUTS[:1]), json_type),
         ("/v1/sessions/bad%20id/predict", chunk_json(SEED_INPUTS[:1]), json_type),
         (route + "/", chunk_json(SEED_INPUTS[:1]), json_type),
+        ("/v1/chunks", many_json(session_id), json_type),  # one answer, one error
+        ("/v1/chunks", b'{"chunks": []}', json_type),
+        ("/v1/chunks", b"{not json", json_type),
+        ("/v1/chunks?x=1", many_json(session_id), json_type),  # FastAPI's: a query it ignores
+        ("/v1/chunks/", many_json(session_id), json_type),
     ]
 
 
@@ -76,7 +89,13 @@ def test_each_answer_is_the_routes_own(both):
         by_path.append(answers(app, session))
     assert by_path[0] == by_path[1]
     statuses = [status for status, *_ in by_path[0]]
-    assert statuses == [200, 200, 409, 422, 422, 422, 409, 200, 200, 413, 404, 422, 307]
+    assert statuses[:13] == [200, 200, 409, 422, 422, 422, 409, 200, 200, 413, 404, 422, 307]
+    assert statuses[13:] == [200, 422, 422, 200, 307]
+    many = by_path[0][13][3]
+    assert [sorted(result) for result in many["results"]] == [  # type: ignore[index]
+        ["offset", "outputs", "replayed", "session_id", "steps"],
+        ["error", "session_id"],
+    ]
 
 
 def test_the_fast_path_streams_the_stateless_outputs(both, client):

@@ -23,6 +23,7 @@ from service.core.session_record import (
     chunk_digest,
     chunk_digests,
     encode_many,
+    state_span,
 )
 from service.core.sessions import (
     MAX_WRITE_ATTEMPTS,
@@ -300,19 +301,17 @@ class _ManyChunks:
                 )
                 written.append(row)
             if written:
-                self._encode([group[row].session for row in written], new_states, states, written)
+                self._encode([group[row].session for row in written], new_states, written)
 
     @staticmethod
-    def _encode(
-        sessions: list[_Session], new_states: Floats, states: Floats, rows: list[int]
-    ) -> None:
-        """The new records' bytes, made together (`encode_many`): each session's last one is
-        what its compare-and-set writes."""
-        every = len(rows) == len(new_states)
+    def _encode(sessions: list[_Session], new_states: Floats, rows: list[int]) -> None:
+        """The new records' bytes up to the state before their chunk, made together
+        (`encode_many`): each session's last one is what its compare-and-set writes, the
+        store keeping that state from the record it replaces."""
         blobs = encode_many(
             [session.record for session in sessions],  # type: ignore[misc]
-            new_states if every else new_states[rows],
-            states if every else states[rows],
+            new_states if len(rows) == len(new_states) else new_states[rows],
+            None,
         )
         for session, blob in zip(sessions, blobs, strict=True):
             assert session.record is not None
@@ -328,15 +327,22 @@ class _ManyChunks:
             return []
         writes = []
         for session in changed:
-            assert session.record is not None
+            record, base = session.record, session.base
+            assert record is not None
+            assert base is not None  # as read: its token is what the write expects
+            ttl_ms = record.ttl_seconds * 1000
             encoded = session.encoded
-            if encoded is not None and encoded[0] is session.record:
-                value = encoded[1]
+            if (
+                encoded is not None
+                and encoded[0] is record
+                and record.state_before_last is base.state
+            ):
+                # One chunk on the record the store holds: its state is the one kept.
+                at, length = state_span(base)
+                write = CasWrite(session.session_id, base.token, encoded[1], ttl_ms, at, length)
             else:
-                value = session.record.encode()
-            ttl_ms = session.record.ttl_seconds * 1000
-            assert session.base is not None  # as read: its token is what the write expects
-            writes.append(CasWrite(session.session_id, session.base.token, value, ttl_ms))
+                write = CasWrite(session.session_id, base.token, record.encode(), ttl_ms)
+            writes.append(write)
         recent = self.sessions.recent
         try:
             outcomes = await self.store.compare_and_set_many(self.namespace, writes)

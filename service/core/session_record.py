@@ -208,12 +208,16 @@ def _names(model: str, version: str, state_size: int) -> tuple[bytes, bytes]:
     return name, name + _U16.pack(len(encoded_version)) + encoded_version + _U32.pack(state_size)
 
 
-def encode_many(records: list[SessionRecord], states: Floats, states_before: Floats) -> list[bytes]:
+def encode_many(
+    records: list[SessionRecord], states: Floats, states_before: Floats | None
+) -> list[bytes]:
     """`encode` of each record, for records of one model version that all keep a last
     chunk, given their states and states before it as (records, size) arrays: the fields of
-    all of them written column by column into one buffer (numpy), then cut into records."""
+    all of them written column by column into one buffer (numpy), then cut into records.
+    Without `states_before`, each record's bytes up to them (what `state_span` says the
+    replaced record holds at the same place, when it is the one the chunk ran from)."""
     first = records[0]
-    layout = _layout(first.model, first.model_version, first.state.size)
+    layout = _layout(first.model, first.model_version, first.state.size, states_before is not None)
     table = np.empty(len(records), layout)
     table["magic"] = MAGIC
     table["format"] = FORMAT_VERSION
@@ -230,17 +234,25 @@ def encode_many(records: list[SessionRecord], states: Floats, states_before: Flo
     table["state"] = states
     table["last_offset"] = [record.last_offset for record in records]
     table["last_digest"] = [record.last_digest for record in records]
-    table["state_before_last"] = states_before
+    if states_before is not None:
+        table["state_before_last"] = states_before
     blob = table.tobytes()
     size = layout.itemsize
     return [blob[start : start + size] for start in range(0, len(blob), size)]
 
 
+def state_span(record: SessionRecord) -> tuple[int, int]:
+    """Where the record's state lies in its bytes: offset, length."""
+    names = _names(record.model, record.model_version, record.state.size)[1]
+    return _HEAD.size + len(names), record.state.size * _F4.itemsize
+
+
 @functools.lru_cache(maxsize=256)
-def _layout(model: str, version: str, state_size: int) -> np.dtype[Any]:
+def _layout(model: str, version: str, state_size: int, with_before: bool) -> np.dtype[Any]:
     """A record with a last chunk as a packed numpy record type: the layout above, field by
     field (the name's length, then the constant middle as one byte string)."""
     names = _names(model, version, state_size)[1]
+    before = [("state_before_last", "<f4", (state_size,))] if with_before else []
     return np.dtype(
         [
             ("magic", "S4"),
@@ -257,7 +269,7 @@ def _layout(model: str, version: str, state_size: int) -> np.dtype[Any]:
             ("state", "<f4", (state_size,)),
             ("last_offset", "<i8"),
             ("last_digest", "S16"),
-            ("state_before_last", "<f4", (state_size,)),
+            *before,
         ]
     )
 

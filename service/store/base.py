@@ -10,10 +10,16 @@ class CasOutcome(Enum):
 
 
 class CasWrite(NamedTuple):  # a tuple: made 64 times per many-session request
+    """The value written is `value`, then `kept_length` bytes of the value it replaces from
+    byte `kept_at`: what the writer knows the store holds (its prefix is the one expected)
+    need not be sent again."""
+
     session_id: str
     expected_prefix: bytes
     value: bytes
     ttl_ms: int
+    kept_at: int = 0
+    kept_length: int = 0
 
 
 class StateStore(Protocol):

@@ -14,41 +14,57 @@ from service.store.base import CasOutcome, CasWrite
 from service.store.keys import session_key
 from service.store.redis_errors import unavailable_on_redis_errors
 
-# Returns 0 when the key is gone, 1 when its prefix moved on, 2 when replaced.
+# Returns 0 when the key is gone, 1 when its prefix moved on, 2 when replaced. The value
+# written is ARGV[2], then ARGV[5] bytes of the value replaced from byte ARGV[4] (optional:
+# `CasWrite.kept_at`, `kept_length`).
 _CAS_SCRIPT = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 if string.sub(current, 1, string.len(ARGV[1])) ~= ARGV[1] then return 1 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+local value = ARGV[2]
+local kept_length = tonumber(ARGV[5] or '0')
+if kept_length > 0 then
+  local kept_at = tonumber(ARGV[4])
+  if string.len(current) < kept_at + kept_length then return 1 end
+  value = value .. string.sub(current, kept_at + 1, kept_at + kept_length)
+end
+redis.call('SET', KEYS[1], value, 'PX', ARGV[3])
 return 2
 """
 _CAS_OUTCOMES = {0: CasOutcome.MISSING, 1: CasOutcome.CONFLICT, 2: CasOutcome.APPLIED}
-# The same for every key, its writes packed into ARGV[1] (`_packed_writes`): redis-py
-# encodes one argument instead of three per key (several µs a key). Per key, in KEYS order:
-# expected prefix length u32, value length u32, TTL ms f64, the prefix, the value.
+_CAS_DIGITS = {ord(str(n)): outcome for n, outcome in _CAS_OUTCOMES.items()}
+# The same for every key, its writes packed into ARGV[1] (`_packed_writes`): one argument
+# to encode instead of three per key (several µs a key). Per key, in KEYS order: expected
+# prefix length u32, value length u32, kept from u32, kept length u32, TTL ms f64, the
+# prefix, the value. The outcomes come back as one string, a digit per key.
 _CAS_MANY_SCRIPT = """
 local packed = ARGV[1]
 local pos = 1
 local outcomes = {}
 for i, key in ipairs(KEYS) do
-  local prefix_len, value_len, ttl_ms
-  prefix_len, value_len, ttl_ms, pos = struct.unpack('<I4I4d', packed, pos)
+  local prefix_len, value_len, kept_at, kept_length, ttl_ms
+  prefix_len, value_len, kept_at, kept_length, ttl_ms, pos =
+    struct.unpack('<I4I4I4I4d', packed, pos)
   local expected = string.sub(packed, pos, pos + prefix_len - 1)
   local value = string.sub(packed, pos + prefix_len, pos + prefix_len + value_len - 1)
   pos = pos + prefix_len + value_len
   local current = redis.call('GET', key)
   if not current then
-    outcomes[i] = 0
-  elseif string.sub(current, 1, prefix_len) ~= expected then
-    outcomes[i] = 1
+    outcomes[i] = '0'
+  elseif string.sub(current, 1, prefix_len) ~= expected
+      or string.len(current) < kept_at + kept_length then
+    outcomes[i] = '1'
   else
+    if kept_length > 0 then
+      value = value .. string.sub(current, kept_at + 1, kept_at + kept_length)
+    end
     redis.call('SET', key, value, 'PX', string.format('%d', ttl_ms))
-    outcomes[i] = 2
+    outcomes[i] = '2'
   end
 end
-return outcomes
+return table.concat(outcomes)
 """
-_WRITE_HEADER = struct.Struct("<IId")
+_WRITE_HEADER = struct.Struct("<IIIId")
 # Connections `_send` keeps between calls (as many are open as calls run at once).
 _SPARE_CONNECTIONS = 8
 # A URL with one of these schemes names a Redis Cluster (seed node); redis-py wants the plain one.
@@ -72,14 +88,29 @@ def _command(*args: bytes) -> list[bytes]:
 
 
 def _packed_writes(writes: list[CasWrite]) -> bytes:
-    parts: list[bytes] = []
-    for w in writes:
-        parts += (
-            _WRITE_HEADER.pack(len(w.expected_prefix), len(w.value), w.ttl_ms),
-            w.expected_prefix,
-            w.value,
-        )
-    return b"".join(parts)
+    pack = _WRITE_HEADER.pack
+    return b"".join(
+        [
+            pack(len(w.expected_prefix), len(w.value), w.kept_at, w.kept_length, w.ttl_ms)
+            + w.expected_prefix
+            + w.value
+            for w in writes
+        ]
+    )
+
+
+def _cas_many_command(sha: bytes, keys: list[str], packed: bytes) -> list[bytes]:
+    """`EVALSHA sha len(keys) *keys packed` in wire form (`_command`), a key in one part."""
+    head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n" % (len(keys) + 4, len(sha), sha)
+    count = b"%d" % len(keys)
+    names = [key.encode() for key in keys]
+    return [
+        head + b"$%d\r\n%s\r\n" % (len(count), count),
+        b"".join([b"$%d\r\n%s\r\n" % (len(name), name) for name in names]),
+        b"$%d\r\n" % len(packed),
+        packed,
+        b"\r\n",
+    ]
 
 
 class RedisStateStore:
@@ -200,19 +231,19 @@ class RedisStateStore:
             # One script call for every key, its writes packed into one argument, and still
             # one round trip.
             packed = _packed_writes(writes)
-            names = [key.encode() for key in keys]
-            command = _command(b"EVALSHA", self._cas_many_sha, b"%d" % len(keys), *names, packed)
+            command = _cas_many_command(self._cas_many_sha, keys, packed)
             try:
-                results = await self._send(command)
+                digits = await self._send(command)
             except NoScriptError:  # a restarted Redis: the script call loads it again
-                results = await self._cas_many(keys=keys, args=[packed])
-        else:
-            # Keys live in different slots: one call per key, pipelined (EVAL with the
-            # script's text: a cluster pipeline cannot load scripts for EVALSHA).
-            pipe = self._client.pipeline(transaction=False)
-            for key, w in zip(keys, writes, strict=True):
-                pipe.eval(_CAS_SCRIPT, 1, key, w.expected_prefix, w.value, w.ttl_ms)
-            results = await pipe.execute()
+                digits = await self._cas_many(keys=keys, args=[packed])
+            return [_CAS_DIGITS[digit] for digit in digits]
+        # Keys live in different slots: one call per key, pipelined (EVAL with the script's
+        # text: a cluster pipeline cannot load scripts for EVALSHA).
+        pipe = self._client.pipeline(transaction=False)
+        for key, w in zip(keys, writes, strict=True):
+            args = (w.expected_prefix, w.value, w.ttl_ms, w.kept_at, w.kept_length)
+            pipe.eval(_CAS_SCRIPT, 1, key, *args)
+        results = await pipe.execute()
         return [_CAS_OUTCOMES[int(result)] for result in results]
 
     @unavailable_on_redis_errors

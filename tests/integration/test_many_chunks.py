@@ -9,9 +9,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 
 from service.core.many_chunks import ChunkItem, predict_many
 from service.core.sessions import SessionLimits, SessionService
+from service.store.keys import session_key
 from service.store.redis_store import RedisStateStore
 from tests.apps import app_with
 from tests.metrics import value
@@ -459,3 +461,28 @@ def test_a_record_kept_from_an_earlier_request_that_went_stale_is_read_again(cli
     assert np.array_equal(np.array(results[2]["outputs"], np.float32), full[1:3])
     assert error_of(results[3], "offset_conflict")["steps"] == 4
     assert [steps_of(client, s) for s in (appended, positioned, retried, outrun)] == [4, 4, 3, 4]
+
+
+def test_the_stored_records_are_whole_and_replay_from_the_store(client, redis_server):
+    """A chunk's write sends its record without the state before the chunk, which the
+    replaced record holds (the store appends it): the stored bytes are still the whole
+    record, and a retry decided on them (no kept record) gets its first answer again."""
+    inputs = np.random.default_rng(18).normal(size=(3, 16)).astype(np.float32)
+    once, twice = new_session(client, SENSOR), new_session(client, SENSOR)
+    chunks(client, [item(once, inputs[:1]), item(twice, inputs[:1])])
+    # `twice` twice in one request: its record is written whole, as before.
+    first = chunks(
+        client, [item(once, inputs[1:3]), item(twice, inputs[1:2]), item(twice, inputs[2:3])]
+    )
+    stored = redis.Redis.from_url(redis_server.url)
+    recent = client.app.state.sessions.recent
+    for session_id in (once, twice):
+        kept = recent.get(("_", session_id))
+        assert stored.get(session_key("_", session_id)) == kept.encode()
+        recent.forget(("_", session_id))
+
+    again = chunks(client, [item(once, inputs[1:3], offset=1), item(twice, inputs[2:3], offset=2)])
+
+    assert [r["replayed"] for r in again] == [True, True]
+    assert again[0]["outputs"] == first[0]["outputs"]
+    assert again[1]["outputs"] == first[2]["outputs"]

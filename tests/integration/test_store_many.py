@@ -161,3 +161,25 @@ def test_pooled_connections_the_server_closed_are_made_anew_before_a_write(redis
     outcomes = run(f"{redis_server.url}{separator}client_name={name}", scenario)
 
     assert outcomes == [True, CasOutcome.APPLIED, True]
+
+
+def test_a_write_keeps_the_bytes_it_names_of_the_value_it_replaces(redis_server):
+    # The many-session route sends a record without the state before its chunk, which the
+    # value it replaces holds: the store appends those bytes, taken from the value the
+    # expected prefix matched, and refuses a write naming bytes beyond it.
+    plain = stored(redis_server.url)
+    token, state = os.urandom(24), os.urandom(1024)
+    for sid in ("kept", "short"):
+        plain.set(session_key(NAMESPACE, sid), token + b"head" + state + b"tail")
+    writes = [
+        CasWrite("kept", token, b"new-token" + b"new state", 60_000, 28, 1024),
+        # The second write of one key keeps bytes of the first's value, in order.
+        CasWrite("kept", b"new-token", b"third-token", 60_000, 9, 3),
+        CasWrite("short", token, b"never stored", 60_000, 28, 1029),
+    ]
+
+    outcomes = run(redis_server.url, lambda store: store.compare_and_set_many(NAMESPACE, writes))
+
+    assert outcomes == [CasOutcome.APPLIED, CasOutcome.APPLIED, CasOutcome.CONFLICT]
+    assert plain.get(session_key(NAMESPACE, "kept")) == b"third-token" + b"new"
+    assert plain.get(session_key(NAMESPACE, "short")) == token + b"head" + state + b"tail"

@@ -7,6 +7,7 @@ from service.core.session_record import (
     chunk_digest,
     chunk_digests,
     encode_many,
+    state_span,
 )
 from service.errors import CorruptState
 
@@ -140,6 +141,14 @@ def test_records_encoded_together_are_each_record_encoded_alone():
         decoded = SessionRecord.decode(blob)
         assert decoded.state.tobytes() == original.state.tobytes()
         assert (decoded.revision, decoded.ended) == (original.revision, original.ended)
+    # Without the states before: each record's bytes up to them, which the store appends
+    # from where `state_span` finds the state in the record each chunk ran from.
+    heads = encode_many(records, states, None)
+    for head, original in zip(heads, records, strict=True):
+        full = original.encode()
+        assert head + original.state_before_last.astype("<f4").tobytes() == full
+        at, length = state_span(original)
+        assert full[at : at + length] == original.state.astype("<f4").tobytes()
 
 
 def test_digests_of_a_batch_are_each_chunk_digested_alone():

@@ -44,7 +44,7 @@ class ChunkItem(NamedTuple):  # a tuple: cheaper to make than a frozen dataclass
     finite: bool | None = None  # whether every value of x is finite, when already known
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Session:
     """One session's items in this request, folded over its record in request order."""
 
@@ -78,15 +78,8 @@ async def predict_many(
         return await _ManyChunks(sessions, namespace).run(items)
 
 
-def _start_state(step: _Step) -> Floats:
-    if step.replay_from is not None:
-        return step.replay_from
-    assert step.session.record is not None
-    return step.session.record.state
-
-
 def _answered(outcomes: list[Outcome | None]) -> list[Outcome]:
-    assert all(outcome is not None for outcome in outcomes)
+    assert None not in outcomes
     return outcomes  # type: ignore[return-value]
 
 
@@ -96,14 +89,17 @@ class _ManyChunks:
         self.store = sessions.store
         self.namespace = namespace
         self._checked: dict[tuple[int, tuple[int, ...], bool], ServiceError | None] = {}
+        self._models: dict[tuple[str, str], ServedModel] = {}  # by a record's name and version
+        self._spans: dict[tuple[str, str], tuple[int, int]] = {}  # `state_span` by the same
 
     async def run(self, items: list[ChunkItem]) -> list[Outcome]:
         sessions: dict[str, _Session] = {}
         for index, item in enumerate(items):
             session = sessions.get(item.session_id)
             if session is None:
-                session = sessions[item.session_id] = _Session(item.session_id, [])
-            session.items.append(index)
+                sessions[item.session_id] = _Session(item.session_id, [index])
+            else:
+                session.items.append(index)
         outcomes: list[Outcome | None] = [None] * len(items)
         pending = list(sessions.values())
         began_ms = self.sessions.now_ms()
@@ -186,13 +182,18 @@ class _ManyChunks:
     async def _fold(self, sessions: list[_Session], items: list[ChunkItem]) -> None:
         """Waves: each takes, per session, the items up to the next one that needs the
         runner, so a session's second chunk starts from the state its first one left."""
-        while True:
+        active = sessions
+        while active:
             wave = [
-                step for session in sessions if (step := self._advance(session, items)) is not None
+                step for session in active if (step := self._advance(session, items)) is not None
             ]
             if not wave:
                 return
             await self._run(wave)
+            # Only a session with items left has a next wave (a session twice in the request).
+            active = [
+                step.session for step in wave if step.session.next_item < len(step.session.items)
+            ]
 
     def _advance(self, session: _Session, items: list[ChunkItem]) -> _Step | None:
         while session.next_item < len(session.items):
@@ -202,7 +203,7 @@ class _ManyChunks:
             assert record is not None
             item = items[index]
             try:
-                model = self.sessions.model_for(record, session.session_id)
+                model = self._model_for(record, session.session_id)
                 refused = self._refusal(model, item)
                 if refused is not None:
                     if not session.fresh:
@@ -225,6 +226,14 @@ class _ManyChunks:
             session.model = model
             return _Step(session, index, x)  # the digest is made with its group's
         return None
+
+    def _model_for(self, record: SessionRecord, session_id: str) -> ServedModel:
+        """`SessionService.model_for`, once per model version in a request."""
+        key = (record.model, record.model_version)
+        model = self._models.get(key)
+        if model is None:
+            model = self._models[key] = self.sessions.model_for(record, session_id)
+        return model
 
     @staticmethod
     def _stale(session: _Session) -> None:
@@ -273,7 +282,14 @@ class _ManyChunks:
             assert model is not None
             # np.array of equal arrays stacks them, at ~40% of np.stack's cost.
             x = np.array([step.x for step in group])
-            states = np.array([_start_state(step) for step in group])
+            states = np.array(
+                [
+                    step.session.record.state  # type: ignore[union-attr]
+                    if step.replay_from is None
+                    else step.replay_from
+                    for step in group
+                ]
+            )
             started = time.perf_counter()
             if x.shape[1] > THREAD_OFFLOAD_STEPS or x.shape[0] * x.shape[1] > INLINE_BATCH_STEPS:
                 heavy = self.sessions.heavy
@@ -338,7 +354,11 @@ class _ManyChunks:
                 and record.state_before_last is base.state
             ):
                 # One chunk on the record the store holds: its state is the one kept.
-                at, length = state_span(base)
+                key = (base.model, base.model_version)
+                span = self._spans.get(key)
+                if span is None:
+                    span = self._spans[key] = state_span(base)
+                at, length = span
                 write = CasWrite(session.session_id, base.token, encoded[1], ttl_ms, at, length)
             else:
                 write = CasWrite(session.session_id, base.token, record.encode(), ttl_ms)

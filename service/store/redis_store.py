@@ -11,7 +11,7 @@ from redis.exceptions import NoScriptError
 from redis.maint_notifications import MaintNotificationsConfig
 
 from service.store.base import CasOutcome, CasWrite
-from service.store.keys import session_key
+from service.store.keys import session_key, session_keys
 from service.store.redis_errors import unavailable_on_redis_errors
 
 # Returns 0 when the key is gone, 1 when its prefix moved on, 2 when replaced. The value
@@ -214,7 +214,7 @@ class RedisStateStore:
 
     @unavailable_on_redis_errors
     async def get_many(self, namespace: str, session_ids: list[str]) -> list[bytes | None]:
-        keys = [session_key(namespace, session_id) for session_id in session_ids]
+        keys = session_keys(namespace, session_ids)
         if self._cluster:
             values = await self._read(self._client.mget_nonatomic, keys)  # one per slot
         else:
@@ -226,7 +226,7 @@ class RedisStateStore:
     async def compare_and_set_many(
         self, namespace: str, writes: list[CasWrite]
     ) -> list[CasOutcome]:
-        keys = [session_key(namespace, w.session_id) for w in writes]
+        keys = session_keys(namespace, [w.session_id for w in writes])
         if not self._cluster:
             # One script call for every key, its writes packed into one argument, and still
             # one round trip.

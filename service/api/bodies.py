@@ -9,7 +9,7 @@ shape; anything else is decoded by msgspec into typed lists, which names what is
 Answers are encoded by msgspec (~20x faster than `json.dumps`).
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import msgspec
 import numpy as np
@@ -17,11 +17,12 @@ import simdjson
 from fastapi import Request, Response
 from starlette.types import Receive, Scope, Send
 
+from service.api.many_json import chunk_arrays
 from service.api.schemas import SESSION_ID_PATTERN
 from service.api.tensor_json import decode_rows, number_rows, open_brackets
 from service.core.arrays import Floats
 from service.core.fairness import LARGE_BODY_BYTES, HeavyWork
-from service.core.inputs import as_array
+from service.core.inputs import as_array, as_arrays
 from service.errors import InvalidInput
 
 OCTET_STREAM = "application/octet-stream"
@@ -50,8 +51,24 @@ class _ManyChunks(msgspec.Struct, forbid_unknown_fields=True):
     chunks: Annotated[list[ManyChunk], msgspec.Meta(min_length=1)]
 
 
+class _RawChunk(msgspec.Struct, forbid_unknown_fields=True):
+    session_id: Annotated[str, _SESSION_ID]
+    inputs: msgspec.Raw
+    offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class _RawChunks(msgspec.Struct, forbid_unknown_fields=True):
+    chunks: Annotated[list[_RawChunk], msgspec.Meta(min_length=1)]
+
+
+class ChunkHead(Protocol):
+    session_id: str
+    offset: int | None
+
+
 _SEQUENCE = msgspec.json.Decoder(_Sequence)
 _MANY_CHUNKS = msgspec.json.Decoder(_ManyChunks)
+_RAW_CHUNKS = msgspec.json.Decoder(_RawChunks)
 _CHUNK = msgspec.json.Decoder(_Chunk)
 _ENCODER = msgspec.json.Encoder()
 
@@ -162,10 +179,27 @@ def chunk_from_json(body: bytes | str) -> tuple[Floats, int | None]:
     return as_array(chunk.inputs), chunk.offset
 
 
-async def read_chunks(request: Request) -> list[ManyChunk]:
-    """`POST /v1/chunks`'s chunks (the `ChunksRequest` schema), straight into typed lists."""
-    chunks: list[ManyChunk] = _decode(_MANY_CHUNKS, await request.body()).chunks
-    return chunks
+async def read_chunks(
+    request: Request, limit: int
+) -> tuple[list[ChunkHead], list[tuple[Floats, bool] | InvalidInput]]:
+    """`POST /v1/chunks`'s chunks (the `ChunksRequest` schema), and each chunk's inputs as
+    `as_arrays` gives them: all numbers parsed at once when the body is proven to be such
+    chunks (`many_json`), else decoded into typed lists, which names what is wrong."""
+    body = await request.body()
+    try:
+        raw = _RAW_CHUNKS.decode(body).chunks
+    except msgspec.DecodeError:
+        raw = None
+    if raw is not None and len(raw) <= limit:
+        arrays = chunk_arrays([chunk.inputs for chunk in raw])
+        if arrays is not None:
+            return list(raw), list(arrays)
+    chunks: list[ManyChunk] = _decode(_MANY_CHUNKS, body).chunks
+    if len(chunks) > limit:
+        raise InvalidInput(
+            f"{len(chunks)} chunks exceed the limit of {limit} per request", max_chunks=limit
+        )
+    return list(chunks), as_arrays([c.inputs for c in chunks])
 
 
 def encoded(content: dict[str, Any]) -> bytes:

@@ -8,7 +8,6 @@ from service.api.bodies import JSON, json_answer, read_chunks
 from service.api.deps import namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunksResponse
-from service.core.inputs import as_arrays
 from service.core.many_chunks import ChunkItem, predict_many
 from service.core.sessions import ChunkResult, SessionService
 
@@ -43,15 +42,10 @@ _BODY: dict[str, Any] = {
 async def predict_chunks(request: Request) -> Response:
     sessions: SessionService = request.app.state.sessions
     limit = request.app.state.settings.max_chunks_per_request
-    chunks = await read_chunks(request)
-    if len(chunks) > limit:
-        raise errors.InvalidInput(
-            f"{len(chunks)} chunks exceed the limit of {limit} per request",
-            max_chunks=limit,
-        )
+    chunks, arrays = await read_chunks(request, limit)
     outcomes: list[ChunkResult | errors.ServiceError | None] = []
     items = []
-    for chunk, converted in zip(chunks, as_arrays([c.inputs for c in chunks]), strict=True):
+    for chunk, converted in zip(chunks, arrays, strict=True):
         if isinstance(converted, errors.InvalidInput):  # this chunk only: the others go ahead
             outcomes.append(converted)
             continue

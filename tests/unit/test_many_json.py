@@ -1,0 +1,64 @@
+"""`/v1/chunks` inputs parsed all at once: the same float32 bits as numpy's conversion of
+the decoded JSON, and anything not proven to be chunks of equal-width rows of numbers left
+to the ordinary decoding (None)."""
+
+import json
+
+import msgspec
+import numpy as np
+import pytest
+
+from service.api.many_json import chunk_arrays
+
+
+def raws(*texts: str) -> list[msgspec.Raw]:
+    return [msgspec.Raw(text.encode()) for text in texts]
+
+
+def reference(text: str) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.array(json.loads(text), dtype=np.float32)
+
+
+def test_chunks_of_one_shape_and_of_many_are_each_numpys_conversion():
+    rng = np.random.default_rng(4)
+    same = [json.dumps(rng.normal(size=(1, 16)).tolist()) for _ in range(5)]
+    mixed = [
+        json.dumps(rng.normal(size=(3, 5)).tolist()),
+        " [ [ 1 , 2E+2 ] ,\n [ -0 , 3.5e-1 ] ] ",  # whitespace, integers, exponents
+        "[[1e39, 2], [0.1, 9007199254740993]]",  # beyond float32: infinite, not finite
+        json.dumps(rng.normal(size=(1, 16)).tolist()),
+    ]
+    for texts in (same, mixed):
+        got = chunk_arrays(raws(*texts))
+        assert got is not None
+        for (array, finite), text in zip(got, texts, strict=True):
+            expected = reference(text)
+            assert array.dtype == np.float32 and array.shape == expected.shape
+            assert array.tobytes() == expected.tobytes()
+            assert finite == bool(np.isfinite(expected).all())
+    assert [finite for _, finite in chunk_arrays(raws(*mixed))] == [True, True, False, True]
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ("[[1,2],[3,4,5,6]]",),  # ragged: as many numbers as [[1,2,3],[4,5,6]]
+        ("[[1,2,3]]", "[[1,2],[3,4,5,6]]"),
+        ("[[1,[2]]]",),  # deeper than a row
+        ("[1,2]",),  # no rows
+        ("[[1,2],3]",),
+        ("[]",),
+        ("[[]]",),
+        ("[[1,2],[]]",),
+        ('[["1"]]',),
+        ("[[true]]",),
+        ("[[null, 1]]",),
+        ("[[1e400]]",),  # a number simdjson refuses
+        ("[[100000000000000000000000000]]",),
+        ("{}",),
+        ("3",),
+    ],
+)
+def test_anything_but_equal_rows_of_numbers_is_left_to_the_ordinary_decoding(texts):
+    assert chunk_arrays(raws("[[0.5]]", *texts)) is None

@@ -4,11 +4,15 @@ msgspec makes a Python float per input value and numpy then reads them back (~6 
 1-step chunk of 16 features). Here the chunks' `inputs` stay raw JSON, are joined into one
 array of chunks, and simdjson parses all the numbers into one float64 buffer (rounded to
 float64 as msgspec rounds them, so the float32 values are the same bits). That buffer
-flattens any nesting, so the shape is proven from the text: with only numbers, brackets
-and commas in it, every number at depth 3 and nothing deeper, each chunk is a list of rows
-of numbers; a row's width is its commas plus one. Anything else (a ragged or empty chunk,
-a value that is not a number, a number simdjson refuses) is left to the ordinary decoding,
-which answers exactly as before."""
+flattens any nesting, so the shape is proven from the text, which simdjson has found to be
+valid JSON. Chunks of one shape (the usual request): without whitespace and number
+characters, the text must read exactly as T rows of F values per chunk do (`[[,,],[,,]]`
+for 2 x 3); only a one-value row `[x]` reads as an empty `[]` does, so the count of
+numbers must be T x F per chunk too. Chunks of several shapes: only numbers, brackets and
+commas, every number at depth 3 and nothing deeper, each chunk and row non-empty, and a
+row's width its commas plus one. Anything else (a ragged or empty chunk, a value that is
+not a number, a number simdjson refuses) is left to the ordinary decoding, which answers
+exactly as before."""
 
 from typing import Any, cast
 
@@ -19,6 +23,7 @@ from service.core.arrays import F32, Floats
 
 _WHITESPACE = b" \t\r\n"
 _NUMBER_OR_LIST = b"0123456789.eE+-[],"
+_NOT_LIST = _WHITESPACE + b"0123456789.eE+-"  # what the lists' outline leaves out
 _OPEN, _CLOSE, _COMMA = 1, 2, 3
 _KIND = np.zeros(256, np.int8)
 _KIND[[ord("["), ord("]"), ord(",")]] = [_OPEN, _CLOSE, _COMMA]
@@ -29,13 +34,17 @@ def chunk_arrays(raws: list[Any]) -> list[tuple[Floats, bool]] | None:
     `inputs.as_arrays` gives them; None when the text is not chunks of equal-width rows of
     numbers. `raws`: each chunk's `inputs` as JSON text (`msgspec.Raw`)."""
     text = b"[" + b",".join(raws) + b"]"
-    packed = text.translate(None, _WHITESPACE)
-    if packed.translate(None, _NUMBER_OR_LIST):  # strings, objects, literals
-        return None
-    shape = _shape(packed, len(raws))
-    if shape is None:
-        return None
-    steps, features = shape
+    one = _one_shape(text, bytes(raws[0]), len(raws))
+    if one is not None:
+        steps, features = np.full(len(raws), one[0]), np.full(len(raws), one[1])
+    else:
+        packed = text.translate(None, _WHITESPACE)
+        if packed.translate(None, _NUMBER_OR_LIST):  # strings, objects, literals
+            return None
+        shape = _shape(packed, len(raws))
+        if shape is None:
+            return None
+        steps, features = shape
     try:
         document = simdjson.Parser().parse(text)
         assert isinstance(document, simdjson.Array)  # `text` is a list
@@ -59,6 +68,22 @@ def chunk_arrays(raws: list[Any]) -> list[tuple[Floats, bool]] | None:
             starts.tolist(), steps.tolist(), features.tolist(), finite, strict=True
         )
     ]
+
+
+def _one_shape(text: bytes, first: bytes, chunks: int) -> tuple[int, int] | None:
+    """(T, F) when the outline of `text` is that of `chunks` chunks of T rows of F values,
+    the first chunk's shape; None otherwise (the numbers' count is checked after)."""
+    chunk = first.translate(None, _NOT_LIST)
+    row = chunk[1 : chunk.find(b"]") + 1]  # `[,,]`
+    features = len(row) - 1
+    if features < 1 or row != b"[" + b"," * (features - 1) + b"]":
+        return None
+    steps = (len(chunk) - 1) // (len(row) + 1)
+    if chunk != b"[" + b",".join([row] * steps) + b"]":
+        return None
+    if text.translate(None, _NOT_LIST) != b"[" + b",".join([chunk] * chunks) + b"]":
+        return None
+    return steps, features
 
 
 def _shape(packed: bytes, chunks: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -62,3 +62,11 @@ def test_chunks_of_one_shape_and_of_many_are_each_numpys_conversion():
 )
 def test_anything_but_equal_rows_of_numbers_is_left_to_the_ordinary_decoding(texts):
     assert chunk_arrays(raws("[[0.5]]", *texts)) is None
+
+
+def test_an_empty_row_is_not_taken_for_a_one_value_row():
+    # Without their numbers `[[3],[]]` and `[[3],[4]]` read alike: the count tells them apart.
+    assert chunk_arrays(raws("[[1],[2]]", "[[3],[]]")) is None
+    got = chunk_arrays(raws("[[1],[2]]", "[[3],[4]]"))
+    assert got is not None
+    assert [array.tolist() for array, _ in got] == [[[1.0], [2.0]], [[3.0], [4.0]]]

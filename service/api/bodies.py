@@ -9,6 +9,7 @@ shape; anything else is decoded by msgspec into typed lists, which names what is
 Answers are encoded by msgspec (~20x faster than `json.dumps`).
 """
 
+import re
 from typing import Annotated, Any, Protocol
 
 import msgspec
@@ -52,7 +53,7 @@ class _ManyChunks(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class _RawChunk(msgspec.Struct, forbid_unknown_fields=True):
-    session_id: Annotated[str, _SESSION_ID]
+    session_id: str  # checked by `_SESSION_IDS` all at once
     inputs: msgspec.Raw
     offset: Annotated[int, msgspec.Meta(ge=0)] | None = None
 
@@ -65,6 +66,11 @@ class ChunkHead(Protocol):
     session_id: str
     offset: int | None
 
+
+# Every id of a request at once, joined by newlines (which no id holds): one match instead of
+# msgspec's search per id (~0.4 µs each).
+_ONE_ID = SESSION_ID_PATTERN.removeprefix("^").removesuffix("$")
+_SESSION_IDS = re.compile(rf"(?:{_ONE_ID}\n)*{_ONE_ID}\Z")
 
 _SEQUENCE = msgspec.json.Decoder(_Sequence)
 _MANY_CHUNKS = msgspec.json.Decoder(_ManyChunks)
@@ -190,7 +196,7 @@ async def read_chunks(
         raw = _RAW_CHUNKS.decode(body).chunks
     except msgspec.DecodeError:
         raw = None
-    if raw is not None and len(raw) <= limit:
+    if raw is not None and len(raw) <= limit and _valid_ids(raw):
         arrays = chunk_arrays([chunk.inputs for chunk in raw])
         if arrays is not None:
             return list(raw), list(arrays)
@@ -200,6 +206,12 @@ async def read_chunks(
             f"{len(chunks)} chunks exceed the limit of {limit} per request", max_chunks=limit
         )
     return list(chunks), as_arrays([c.inputs for c in chunks])
+
+
+def _valid_ids(chunks: list[_RawChunk]) -> bool:
+    """Whether every session id matches `SESSION_ID_PATTERN`, as `ManyChunk` checks it."""
+    ids = "\n".join([chunk.session_id for chunk in chunks])
+    return ids.count("\n") == len(chunks) - 1 and _SESSION_IDS.match(ids) is not None
 
 
 def encoded(content: dict[str, Any]) -> bytes:

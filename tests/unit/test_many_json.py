@@ -8,6 +8,7 @@ import msgspec
 import numpy as np
 import pytest
 
+from service.api.bodies import _MANY_CHUNKS, _RAW_CHUNKS, _valid_ids
 from service.api.many_json import chunk_arrays
 
 
@@ -70,3 +71,19 @@ def test_an_empty_row_is_not_taken_for_a_one_value_row():
     got = chunk_arrays(raws("[[1],[2]]", "[[3],[4]]"))
     assert got is not None
     assert [array.tolist() for array, _ in got] == [[[1.0], [2.0]], [[3.0], [4.0]]]
+
+
+@pytest.mark.parametrize(
+    "session_id",
+    ["a", "A-1_b.c:d", "x" * 128, "x" * 129, ".a", "", "a b", "x\n", "a\nb", "é", "a\n\nb"],
+)
+def test_the_ids_checked_at_once_are_those_msgspec_accepts_one_by_one(session_id):
+    body = json.dumps(
+        {"chunks": [{"session_id": sid, "inputs": [[1]]} for sid in ("ok", session_id, "ok")]}
+    )
+    try:
+        _MANY_CHUNKS.decode(body)
+        accepted = True
+    except msgspec.ValidationError:
+        accepted = False
+    assert _valid_ids(_RAW_CHUNKS.decode(body).chunks) == accepted

@@ -6,6 +6,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +167,17 @@ class NginxProcess:
         if not self.access_log.exists():
             return []
         return [json.loads(line) for line in self.access_log.read_text().splitlines()]
+
+    def entries_of(self, prefix: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The access log's entries whose request id starts with `prefix`, once `count` of
+        them are there: nginx writes a request's line after sending its answer, so the
+        last line may trail the answer a client already holds (and a stop can lose it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = [e for e in self.access_entries() if e["request_id"].startswith(prefix)]
+            if len(entries) >= count or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.02)
 
     def __enter__(self) -> "NginxProcess":
         return self.start()

@@ -93,9 +93,9 @@ def test_stream_through_the_load_balancer_is_bit_exact_on_both_replicas(replicas
             assert (body["offset"], body["steps"]) == (start, start + size)
             outputs.append(np.array(body["outputs"], dtype=np.float32))
             start += size
+        chunks = lb.entries_of("chunk-", len(sizes))
 
     assert np.array_equal(np.concatenate(outputs), full)
-    chunks = [e for e in lb.access_entries() if e["request_id"].startswith("chunk-")]
     assert [e["request_id"] for e in chunks] == [f"chunk-{i}" for i in range(len(sizes))]
     assert {e["status"] for e in chunks} == {200}
     # After the stop every chunk reached the survivor, even when nginx first tried the
@@ -264,8 +264,8 @@ def test_grpc_streams_and_calls_pass_the_load_balancer_over_http2(replicas, tmp_
             outputs.append(result.as_numpy("outputs")[0])
             start += size
         full = predict(client, "sensor-lstm", inputs)
+        calls = lb.entries_of("grpc-", 4)
 
     assert np.concatenate(outputs).tobytes() == full.tobytes()
-    calls = [e for e in lb.access_entries() if e["request_id"].startswith("grpc-")]
     assert [e["uri"] for e in calls] == ["/inference.GRPCInferenceService/ModelInfer"] * 4
     assert {e["upstream"] for e in calls} == {p.grpc_address for p in alive}

@@ -74,10 +74,10 @@ def session_info(session_id: str, record: SessionRecord) -> dict[str, Any]:
 
 
 def chunk_result(
-    session_id: str, result: ChunkResult, outputs: msgspec.Raw | None = None
+    session_id: str, result: ChunkResult, outputs: msgspec.Raw | list[Any] | None = None
 ) -> dict[str, Any]:
     """For msgspec's encoder. `outputs`: the outputs encoded already
-    (`tensor_json.answer_parts`), if they are."""
+    (`tensor_json.answer_parts`), or as lists encoded with the answer, if they are."""
     return {
         "session_id": session_id,
         "offset": result.offset,
@@ -95,12 +95,6 @@ def chunk_outcomes(
     return [
         {"session_id": session_id, **error_body(outcome.code, outcome.message, **outcome.details)}
         if isinstance(outcome, ServiceError)
-        else {
-            "session_id": session_id,
-            "offset": outcome.offset,
-            "steps": outcome.record.steps,
-            "replayed": outcome.replayed,
-            "outputs": outcome.outputs.tolist(),
-        }
+        else chunk_result(session_id, outcome, outcome.outputs.tolist())
         for session_id, outcome in zip(session_ids, outcomes, strict=True)
     ]

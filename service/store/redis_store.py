@@ -65,8 +65,10 @@ end
 return table.concat(outcomes)
 """
 _WRITE_HEADER = struct.Struct("<IIIId")
-# Connections `_send` keeps between calls (as many are open as calls run at once).
-_SPARE_CONNECTIONS = 8
+# Connections `_send` keeps between calls (as many are open as calls run at once). Beyond
+# them each call opens a connection and closes it after (~1 ms of CPU each in redis-py):
+# enough for a gateway's concurrent many-session requests and the coalesced writes.
+_SPARE_CONNECTIONS = 64
 # A URL with one of these schemes names a Redis Cluster (seed node); redis-py wants the plain one.
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 

@@ -10,7 +10,6 @@ one, and the session is then read and done again. Only what a kept record cannot
 
 import asyncio
 import time
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -44,30 +43,41 @@ class ChunkItem(NamedTuple):  # a tuple: cheaper to make than a frozen dataclass
     finite: bool | None = None  # whether every value of x is finite, when already known
 
 
-@dataclass(eq=False, slots=True)
 class _Session:
-    """One session's items in this request, folded over its record in request order."""
+    """One session's items in this request, folded over its record in request order. A
+    wave of the fold takes at most one item of each session: the session is also that
+    wave's step (`item`, `replay_from`)."""
 
-    session_id: str
-    items: list[int]
-    base: SessionRecord | None = None
-    fresh: bool = False  # `base` was just read, not kept from an earlier request
-    stale: bool = False  # a kept record could not decide an item: read, then fold again
-    incarnation: int | None = None  # the session this request is for, once a read named it
-    record: SessionRecord | None = None
-    model: ServedModel | None = None
-    next_item: int = 0
-    outcomes: dict[int, Outcome] = field(default_factory=dict)
-    encoded: tuple[SessionRecord, bytes] | None = None  # a record and its bytes, made together
+    __slots__ = (
+        "attempt",
+        "base",
+        "fresh",
+        "incarnation",
+        "item",
+        "items",
+        "model",
+        "next_item",
+        "record",
+        "replay_from",
+        "session_id",
+        "stale",
+        "write",
+    )  # fmt: skip
 
-
-@dataclass(slots=True)
-class _Step:
-    session: _Session
-    item: int
-    x: Floats
-    digest: bytes | None = None
-    replay_from: Floats | None = None  # the state before the last chunk, when resent
+    def __init__(self, session_id: str, index: int) -> None:
+        self.session_id = session_id
+        self.items = [index]
+        self.base: SessionRecord | None = None  # the record the fold started from
+        self.record: SessionRecord | None = None  # the record after the items folded so far
+        self.model: ServedModel | None = None
+        self.fresh = False  # `base` was just read, not kept from an earlier request
+        self.stale = False  # a kept record could not decide an item: read, then fold again
+        self.attempt = 0  # rounds this session lost (a race, or a kept record that was stale)
+        self.incarnation: int | None = None  # the session this request is for, once read
+        self.next_item = 0
+        self.item = -1  # the item of this wave
+        self.replay_from: Floats | None = None  # the state before the last chunk, when resent
+        self.write: CasWrite | None = None  # `record`'s write, made with its group's
 
 
 async def predict_many(
@@ -78,85 +88,81 @@ async def predict_many(
         return await _ManyChunks(sessions, namespace).run(items)
 
 
-def _answered(outcomes: list[Outcome | None]) -> list[Outcome]:
-    assert None not in outcomes
-    return outcomes  # type: ignore[return-value]
-
-
 class _ManyChunks:
     def __init__(self, sessions: SessionService, namespace: str) -> None:
         self.sessions = sessions
         self.store = sessions.store
+        self.recent = sessions.recent
         self.namespace = namespace
         self._checked: dict[tuple[int, tuple[int, ...], bool], ServiceError | None] = {}
         self._models: dict[tuple[str, str], ServedModel] = {}  # by a record's name and version
         self._spans: dict[tuple[str, str], tuple[int, int]] = {}  # `state_span` by the same
+        # Each item's outcome as the rounds decide it: a session folded again (a lost race,
+        # a stale kept record) decides each of its items again.
+        self._outcomes: list[Outcome | None] = []
 
     async def run(self, items: list[ChunkItem]) -> list[Outcome]:
         sessions: dict[str, _Session] = {}
         for index, item in enumerate(items):
             session = sessions.get(item.session_id)
             if session is None:
-                sessions[item.session_id] = _Session(item.session_id, [index])
+                sessions[item.session_id] = _Session(item.session_id, index)
             else:
                 session.items.append(index)
         outcomes: list[Outcome | None] = [None] * len(items)
+        self._outcomes = outcomes
         pending = list(sessions.values())
         began_ms = self.sessions.now_ms()
-        for attempt in range(MAX_WRITE_ATTEMPTS):
-            if not pending:  # every chunk was refused before reaching the core
-                return []
-            await self._load(pending, attempt, began_ms)
+        while pending:
+            await self._load(pending, began_ms)
             await self._fold(pending, items)
             stale = [session for session in pending if session.stale]
             retry = await self._write(pending)
-            for session in pending:
-                if not session.stale and session not in retry:
-                    for index, outcome in session.outcomes.items():
-                        outcomes[index] = outcome
-            if not retry and not stale:
-                return _answered(outcomes)
             if any(session.fresh for session in retry):  # a kept record loses without a pause
-                await asyncio.sleep(backoff_seconds(attempt))
-            pending = stale + retry
-        for session in pending:
-            busy = SessionBusy.for_session(session.session_id)
-            for index in session.items:
-                outcomes[index] = busy
-        return _answered(outcomes)
+                await asyncio.sleep(backoff_seconds(max(s.attempt for s in retry)))
+            pending = []
+            for session in stale + retry:
+                session.attempt += 1
+                if session.attempt < MAX_WRITE_ATTEMPTS:
+                    pending.append(session)
+                    continue
+                busy = SessionBusy.for_session(session.session_id)
+                for index in session.items:
+                    outcomes[index] = busy
+        assert None not in outcomes
+        return outcomes  # type: ignore[return-value]
 
-    async def _load(self, sessions: list[_Session], attempt: int, began_ms: int) -> None:
-        """Each session's record: the one kept from an earlier request on the first attempt,
-        else read (all in one round)."""
-        unread = sessions
-        if attempt == 0:
-            unread = []
-            for session in sessions:
-                kept = self.sessions.recent.get((self.namespace, session.session_id))
-                if kept is None:
-                    unread.append(session)
-                else:
-                    self._start(session, kept, fresh=False)
+    async def _load(self, sessions: list[_Session], began_ms: int) -> None:
+        """Each session's record: the one kept from an earlier request on its first
+        attempt, else read (all in one round)."""
+        unread = []
+        namespace, get = self.namespace, self.recent.get
+        for session in sessions:
+            kept = get((namespace, session.session_id)) if session.attempt == 0 else None
+            if kept is None:
+                unread.append(session)
+            else:
+                self._start(session, kept, fresh=False)
         if not unread:
             return
         blobs = await self.store.get_many(self.namespace, [s.session_id for s in unread])
         for session, blob in zip(unread, blobs, strict=True):
-            self._start(session, self._decoded(session, blob, attempt, began_ms), fresh=True)
+            self._start(session, self._decoded(session, blob, began_ms), fresh=True)
 
     def _decoded(
-        self, session: _Session, blob: bytes | None, attempt: int, began_ms: int
+        self, session: _Session, blob: bytes | None, began_ms: int
     ) -> SessionRecord | ServiceError:
         """The record read, or the error every item of the session gets (as the single
         route's loop decides it)."""
         if blob is None:
-            self.sessions.recent.forget((self.namespace, session.session_id))
+            self.recent.forget((self.namespace, session.session_id))
             return SessionNotFound(session.session_id)
         try:
             record = SessionRecord.decode(blob)
         except ServiceError as error:
             return error
         if session.incarnation is None:
-            if attempt > 0 and record.created_ms > began_ms:
+            if session.attempt > 0 and record.created_ms > began_ms:
                 # The kept record lost its race to a session created since this request
                 # began: the request was for the one before, which is gone.
                 return SessionNotFound(session.session_id)
@@ -167,14 +173,15 @@ class _ManyChunks:
         return record
 
     def _start(self, session: _Session, record: SessionRecord | ServiceError, fresh: bool) -> None:
-        session.outcomes = {}
         session.next_item = 0
         session.model = None
         session.fresh = fresh
         session.stale = False
+        session.write = None
         if isinstance(record, ServiceError):
             session.base = session.record = None
-            session.outcomes = dict.fromkeys(session.items, record)
+            for index in session.items:
+                self._outcomes[index] = record
             session.next_item = len(session.items)
             return
         session.base = session.record = record
@@ -184,18 +191,18 @@ class _ManyChunks:
         runner, so a session's second chunk starts from the state its first one left."""
         active = sessions
         while active:
-            wave = [
-                step for session in active if (step := self._advance(session, items)) is not None
-            ]
+            wave = [session for session in active if self._advance(session, items)]
             if not wave:
                 return
-            await self._run(wave)
+            await self._run(wave, items)
             # Only a session with items left has a next wave (a session twice in the request).
-            active = [
-                step.session for step in wave if step.session.next_item < len(step.session.items)
-            ]
+            active = [session for session in wave if session.next_item < len(session.items)]
 
-    def _advance(self, session: _Session, items: list[ChunkItem]) -> _Step | None:
+    def _advance(self, session: _Session, items: list[ChunkItem]) -> bool:
+        """Decides the session's items up to the next one that needs the runner, which it
+        makes the session's item of this wave; False when none is left (or the kept record
+        could not decide one: the session is then stale)."""
+        outcomes = self._outcomes
         while session.next_item < len(session.items):
             index = session.items[session.next_item]
             session.next_item += 1
@@ -208,24 +215,24 @@ class _ManyChunks:
                 if refused is not None:
                     if not session.fresh:
                         return self._stale(session)
-                    session.outcomes[index] = refused
+                    outcomes[index] = refused
                     continue
-                x = item.x
+                replay_from = None
                 if record.ended or (item.offset is not None and item.offset != record.steps):
                     if not session.fresh:  # a replay or a conflict is decided on a record read
                         return self._stale(session)
-                    digest = chunk_digest(x)
-                    before = self._replayable(record, session.session_id, item.offset, digest)
-                    session.model = model
-                    return _Step(session, index, x, digest, replay_from=before)
+                    digest = chunk_digest(item.x)
+                    replay_from = self._replayable(record, session.session_id, item.offset, digest)
             except ServiceError as error:
                 if not session.fresh:
                     return self._stale(session)
-                session.outcomes[index] = error
+                outcomes[index] = error
                 continue
             session.model = model
-            return _Step(session, index, x)  # the digest is made with its group's
-        return None
+            session.item = index
+            session.replay_from = replay_from
+            return True
+        return False
 
     def _model_for(self, record: SessionRecord, session_id: str) -> ServedModel:
         """`SessionService.model_for`, once per model version in a request."""
@@ -236,10 +243,10 @@ class _ManyChunks:
         return model
 
     @staticmethod
-    def _stale(session: _Session) -> None:
+    def _stale(session: _Session) -> bool:
         session.stale = True
         session.next_item = len(session.items)
-        return None
+        return False
 
     def _refusal(self, model: ServedModel, item: ChunkItem) -> ServiceError | None:
         """`SessionService.check`'s error, found once per model, shape and finiteness: it
@@ -272,114 +279,135 @@ class _ManyChunks:
         assert offset is not None
         raise OffsetConflict.for_session(offset, record.steps, session_id)
 
-    async def _run(self, wave: list[_Step]) -> None:
-        groups: dict[tuple[int, int], list[_Step]] = {}
-        for step in wave:
-            assert step.session.model is not None
-            groups.setdefault((id(step.session.model), step.x.shape[0]), []).append(step)
-        for group in groups.values():
-            model = group[0].session.model
-            assert model is not None
-            # np.array of equal arrays stacks them, at ~40% of np.stack's cost.
-            x = np.array([step.x for step in group])
-            states = np.array(
-                [
-                    step.session.record.state  # type: ignore[union-attr]
-                    if step.replay_from is None
-                    else step.replay_from
-                    for step in group
-                ]
-            )
-            started = time.perf_counter()
-            if x.shape[1] > THREAD_OFFLOAD_STEPS or x.shape[0] * x.shape[1] > INLINE_BATCH_STEPS:
-                heavy = self.sessions.heavy
-                outputs, new_states = await heavy.run(self.namespace, model.runner, x, states)
-            else:
-                outputs, new_states = model.runner.step_batch(x, states)
-            seconds = time.perf_counter() - started
-            self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
-            now = self.sessions.now_ms()
-            steps = x.shape[1]
-            digests = chunk_digests(x)
-            written = []
-            for row, step in enumerate(group):
-                session = step.session
-                record = session.record
-                assert record is not None
-                if step.replay_from is not None:  # the first answer's bits, nothing written
-                    session.outcomes[step.item] = ChunkResult(
-                        record, record.last_offset, outputs[row], replayed=True
-                    )
-                    continue
-                session.record = record.after_chunk(steps, now, new_states[row], digests[row])
-                session.outcomes[step.item] = ChunkResult(
-                    session.record, record.steps, outputs[row], replayed=False
-                )
-                written.append(row)
-            if written:
-                self._encode([group[row].session for row in written], new_states, written)
+    async def _run(self, wave: list[_Session], items: list[ChunkItem]) -> None:
+        first = wave[0]
+        steps = items[first.item].x.shape[0]
+        if all(s.model is first.model and items[s.item].x.shape[0] == steps for s in wave):
+            groups = [wave]  # the usual request: one model, one chunk length
+        else:
+            by_key: dict[tuple[int, int], list[_Session]] = {}
+            for session in wave:
+                key = (id(session.model), items[session.item].x.shape[0])
+                by_key.setdefault(key, []).append(session)
+            groups = list(by_key.values())
+        for group in groups:
+            await self._run_group(group, items)
 
-    @staticmethod
-    def _encode(sessions: list[_Session], new_states: Floats, rows: list[int]) -> None:
-        """The new records' bytes up to the state before their chunk, made together
-        (`encode_many`): each session's last one is what its compare-and-set writes, the
-        store keeping that state from the record it replaces."""
-        blobs = encode_many(
-            [session.record for session in sessions],  # type: ignore[misc]
-            new_states if len(rows) == len(new_states) else new_states[rows],
-            None,
+    async def _run_group(self, group: list[_Session], items: list[ChunkItem]) -> None:
+        """One runner call for sessions of one model and chunk length; their answers, new
+        records and those records' writes."""
+        model = group[0].model
+        assert model is not None
+        # np.array of equal arrays stacks them, at ~40% of np.stack's cost.
+        x = np.array([items[session.item].x for session in group])
+        states = np.array(
+            [
+                session.record.state  # type: ignore[union-attr]
+                if session.replay_from is None
+                else session.replay_from
+                for session in group
+            ]
         )
-        for session, blob in zip(sessions, blobs, strict=True):
-            assert session.record is not None
-            session.encoded = (session.record, blob)
+        started = time.perf_counter()
+        if x.shape[1] > THREAD_OFFLOAD_STEPS or x.shape[0] * x.shape[1] > INLINE_BATCH_STEPS:
+            heavy = self.sessions.heavy
+            outputs, new_states = await heavy.run(self.namespace, model.runner, x, states)
+        else:
+            outputs, new_states = model.runner.step_batch(x, states)
+        seconds = time.perf_counter() - started
+        self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
+        now = self.sessions.now_ms()
+        steps = x.shape[1]
+        digests = chunk_digests(x)
+        outcomes = self._outcomes
+        written: list[_Session] = []
+        rows: list[int] = []
+        for row, session in enumerate(group):
+            record = session.record
+            assert record is not None
+            if session.replay_from is not None:  # the first answer's bits, nothing written
+                outcomes[session.item] = ChunkResult(
+                    record, record.last_offset, outputs[row], replayed=True
+                )
+                continue
+            session.record = after = record.after_chunk(steps, now, new_states[row], digests[row])
+            outcomes[session.item] = ChunkResult(after, record.steps, outputs[row], False)
+            written.append(session)
+            rows.append(row)
+        if written:
+            self._prepare_writes(
+                written, new_states if len(rows) == len(group) else new_states[rows]
+            )
+
+    def _prepare_writes(self, sessions: list[_Session], new_states: Floats) -> None:
+        """The writes of sessions whose chunk ran on the record the store holds (`base`):
+        their new records' bytes up to the state before the chunk, made together
+        (`encode_many`), the store keeping that state from the record it replaces. A
+        session with more chunks to fold, or none run on `base`, is written whole."""
+        rows = [
+            row
+            for row, session in enumerate(sessions)
+            if session.base is not None and session.record.state_before_last is session.base.state  # type: ignore[union-attr]
+        ]
+        if not rows:
+            return
+        on_base = sessions
+        if len(rows) < len(sessions):
+            on_base, new_states = [sessions[row] for row in rows], new_states[rows]
+        blobs = encode_many([s.record for s in on_base], new_states, None)  # type: ignore[misc]
+        base = on_base[0].base
+        assert base is not None
+        span_key = (base.model, base.model_version)
+        span = self._spans.get(span_key)
+        if span is None:
+            span = self._spans[span_key] = state_span(base)
+        at, length = span
+        for session, blob in zip(on_base, blobs, strict=True):
+            base, record = session.base, session.record
+            assert base is not None and record is not None
+            session.write = CasWrite(
+                session.session_id, base.token, blob, record.ttl_seconds * 1000, at, length
+            )
 
     async def _write(self, sessions: list[_Session]) -> list[_Session]:
         """One pipelined round for every session this request changed; the sessions whose
         compare-and-set lost a race, to be read and folded again."""
-        changed = [
-            s for s in sessions if not s.stale and s.record is not None and s.record is not s.base
-        ]
+        changed = []
+        writes = []
+        for session in sessions:
+            record, base = session.record, session.base
+            if session.stale or record is None or record is base:
+                continue
+            assert base is not None  # as read: its token is what the write expects
+            write = session.write
+            if write is None or record.state_before_last is not base.state:
+                # Several chunks of the session, or a replay then a chunk: written whole.
+                write = CasWrite(
+                    session.session_id, base.token, record.encode(), record.ttl_seconds * 1000
+                )
+            changed.append(session)
+            writes.append(write)
         if not changed:
             return []
-        writes = []
-        for session in changed:
-            record, base = session.record, session.base
-            assert record is not None
-            assert base is not None  # as read: its token is what the write expects
-            ttl_ms = record.ttl_seconds * 1000
-            encoded = session.encoded
-            if (
-                encoded is not None
-                and encoded[0] is record
-                and record.state_before_last is base.state
-            ):
-                # One chunk on the record the store holds: its state is the one kept.
-                key = (base.model, base.model_version)
-                span = self._spans.get(key)
-                if span is None:
-                    span = self._spans[key] = state_span(base)
-                at, length = span
-                write = CasWrite(session.session_id, base.token, encoded[1], ttl_ms, at, length)
-            else:
-                write = CasWrite(session.session_id, base.token, record.encode(), ttl_ms)
-            writes.append(write)
-        recent = self.sessions.recent
+        namespace = self.namespace
+        recent = self.recent
         try:
-            outcomes = await self.store.compare_and_set_many(self.namespace, writes)
+            outcomes = await self.store.compare_and_set_many(namespace, writes)
         except ServiceError:
             for session in changed:
-                recent.forget((self.namespace, session.session_id))
+                recent.forget((namespace, session.session_id))
             raise
         retry = []
         for session, outcome in zip(changed, outcomes, strict=True):
-            key = (self.namespace, session.session_id)
+            key = (namespace, session.session_id)
             if outcome is CasOutcome.APPLIED:
-                assert session.record is not None
-                recent.put(key, session.record)  # the single route's next read
+                recent.put(key, session.record)  # type: ignore[arg-type]  # the next read
                 continue
             recent.forget(key)
             if outcome is CasOutcome.CONFLICT:
                 retry.append(session)
             else:
-                session.outcomes = dict.fromkeys(session.items, SessionNotFound(session.session_id))
+                missing = SessionNotFound(session.session_id)
+                for index in session.items:
+                    self._outcomes[index] = missing
         return retry

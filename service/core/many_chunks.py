@@ -21,8 +21,9 @@ from service.core.session_record import (
     SessionRecord,
     chunk_digest,
     chunk_digests,
-    encode_many,
+    encode_joined,
     state_span,
+    tokens_joined,
 )
 from service.core.sessions import (
     MAX_WRITE_ATTEMPTS,
@@ -31,7 +32,7 @@ from service.core.sessions import (
     backoff_seconds,
 )
 from service.errors import OffsetConflict, ServiceError, SessionBusy, SessionNotFound
-from service.store.base import CasOutcome, CasWrite
+from service.store.base import CasOutcome, CasWrite, CasWriteRun
 
 Outcome = ChunkResult | ServiceError
 
@@ -52,6 +53,7 @@ class _Session:
         "attempt",
         "base",
         "fresh",
+        "in_run",
         "incarnation",
         "item",
         "items",
@@ -61,7 +63,6 @@ class _Session:
         "replay_from",
         "session_id",
         "stale",
-        "write",
     )  # fmt: skip
 
     def __init__(self, session_id: str, index: int) -> None:
@@ -77,7 +78,7 @@ class _Session:
         self.next_item = 0
         self.item = -1  # the item of this wave
         self.replay_from: Floats | None = None  # the state before the last chunk, when resent
-        self.write: CasWrite | None = None  # `record`'s write, made with its group's
+        self.in_run = False  # written in a run of its group (`_ManyChunks._runs`)
 
 
 async def predict_many(
@@ -100,6 +101,8 @@ class _ManyChunks:
         # Each item's outcome as the rounds decide it: a session folded again (a lost race,
         # a stale kept record) decides each of its items again.
         self._outcomes: list[Outcome | None] = []
+        # This round's writes made with their group (`_prepare_writes`), and their sessions.
+        self._runs: list[tuple[CasWriteRun, list[_Session]]] = []
 
     async def run(self, items: list[ChunkItem]) -> list[Outcome]:
         sessions: dict[str, _Session] = {}
@@ -114,6 +117,7 @@ class _ManyChunks:
         pending = list(sessions.values())
         began_ms = self.sessions.now_ms()
         while pending:
+            self._runs = []
             await self._load(pending, began_ms)
             await self._fold(pending, items)
             stale = [session for session in pending if session.stale]
@@ -177,7 +181,7 @@ class _ManyChunks:
         session.model = None
         session.fresh = fresh
         session.stale = False
-        session.write = None
+        session.in_run = False
         if isinstance(record, ServiceError):
             session.base = session.record = None
             for index in session.items:
@@ -340,53 +344,49 @@ class _ManyChunks:
             )
 
     def _prepare_writes(self, sessions: list[_Session], new_states: Floats) -> None:
-        """The writes of sessions whose chunk ran on the record the store holds (`base`):
-        their new records' bytes up to the state before the chunk, made together
-        (`encode_many`), the store keeping that state from the record it replaces. A
-        session with more chunks to fold, or none run on `base`, is written whole."""
-        rows = [
-            row
-            for row, session in enumerate(sessions)
-            if session.base is not None and session.record.state_before_last is session.base.state  # type: ignore[union-attr]
-        ]
+        """The writes of the sessions with one chunk in the request, as one run: their new
+        records' bytes up to the state before the chunk (the store keeps that state from
+        the record it replaces, the one the chunk ran from), made column by column. A
+        session with more chunks is written whole once they are all folded (`_write`)."""
+        rows = [row for row, session in enumerate(sessions) if len(session.items) == 1]
         if not rows:
             return
-        on_base = sessions
+        members = sessions
         if len(rows) < len(sessions):
-            on_base, new_states = [sessions[row] for row in rows], new_states[rows]
-        blobs = encode_many([s.record for s in on_base], new_states, None)  # type: ignore[misc]
-        base = on_base[0].base
+            members, new_states = [sessions[row] for row in rows], new_states[rows]
+        records = [session.record for session in members]
+        bases = [session.base for session in members]
+        values = encode_joined(records, new_states, None)  # type: ignore[arg-type]
+        prefixes = tokens_joined(bases)  # type: ignore[arg-type]
+        base = bases[0]
         assert base is not None
         span_key = (base.model, base.model_version)
         span = self._spans.get(span_key)
         if span is None:
             span = self._spans[span_key] = state_span(base)
-        at, length = span
-        for session, blob in zip(on_base, blobs, strict=True):
-            base, record = session.base, session.record
-            assert base is not None and record is not None
-            session.write = CasWrite(
-                session.session_id, base.token, blob, record.ttl_seconds * 1000, at, length
-            )
+        ids, ttl_ms = [], []
+        for session in members:
+            session.in_run = True
+            ids.append(session.session_id)
+            ttl_ms.append(session.record.ttl_seconds * 1000)  # type: ignore[union-attr]
+        self._runs.append((CasWriteRun(ids, prefixes, values, ttl_ms, *span), members))
 
     async def _write(self, sessions: list[_Session]) -> list[_Session]:
         """One pipelined round for every session this request changed; the sessions whose
         compare-and-set lost a race, to be read and folded again."""
-        changed = []
-        writes = []
+        changed: list[_Session] = []
+        writes: list[CasWrite | CasWriteRun] = []
+        for run, members in self._runs:
+            writes.append(run)
+            changed += members
         for session in sessions:
             record, base = session.record, session.base
-            if session.stale or record is None or record is base:
+            if session.in_run or session.stale or record is None or record is base:
                 continue
             assert base is not None  # as read: its token is what the write expects
-            write = session.write
-            if write is None or record.state_before_last is not base.state:
-                # Several chunks of the session, or a replay then a chunk: written whole.
-                write = CasWrite(
-                    session.session_id, base.token, record.encode(), record.ttl_seconds * 1000
-                )
+            ttl_ms = record.ttl_seconds * 1000
+            writes.append(CasWrite(session.session_id, base.token, record.encode(), ttl_ms))
             changed.append(session)
-            writes.append(write)
         if not changed:
             return []
         namespace = self.namespace

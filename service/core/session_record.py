@@ -212,10 +212,19 @@ def encode_many(
     records: list[SessionRecord], states: Floats, states_before: Floats | None
 ) -> list[bytes]:
     """`encode` of each record, for records of one model version that all keep a last
-    chunk, given their states and states before it as (records, size) arrays: the fields of
-    all of them written column by column into one buffer (numpy), then cut into records.
-    Without `states_before`, each record's bytes up to them (what `state_span` says the
-    replaced record holds at the same place, when it is the one the chunk ran from)."""
+    chunk, given their states and states before it as (records, size) arrays. Without
+    `states_before`, each record's bytes up to them (what `state_span` says the replaced
+    record holds at the same place, when it is the one the chunk ran from)."""
+    blob = encode_joined(records, states, states_before)
+    size = len(blob) // len(records)
+    return [blob[start : start + size] for start in range(0, len(blob), size)]
+
+
+def encode_joined(
+    records: list[SessionRecord], states: Floats, states_before: Floats | None
+) -> bytes:
+    """`encode_many`'s records back to back: the fields of all of them written column by
+    column into one buffer (numpy)."""
     first = records[0]
     layout = _layout(first.model, first.model_version, first.state.size, states_before is not None)
     table = np.empty(len(records), layout)
@@ -236,9 +245,29 @@ def encode_many(
     table["last_digest"] = [record.last_digest for record in records]
     if states_before is not None:
         table["state_before_last"] = states_before
-    blob = table.tobytes()
-    size = layout.itemsize
-    return [blob[start : start + size] for start in range(0, len(blob), size)]
+    return table.tobytes()
+
+
+_TOKENS = np.dtype(
+    [
+        ("magic", "S4"),
+        ("format", "<u2"),
+        ("flags", "<u2"),
+        ("incarnation", "<u8"),
+        ("revision", "<u8"),
+    ]
+)
+
+
+def tokens_joined(records: list[SessionRecord]) -> bytes:
+    """The `token` of each record, back to back, made column by column."""
+    table = np.empty(len(records), _TOKENS)
+    table["magic"] = MAGIC
+    table["format"] = FORMAT_VERSION
+    table["flags"] = [ENDED if record.ended else 0 for record in records]
+    table["incarnation"] = [record.incarnation for record in records]
+    table["revision"] = [record.revision for record in records]
+    return table.tobytes()
 
 
 def state_span(record: SessionRecord) -> tuple[int, int]:
@@ -255,11 +284,7 @@ def _layout(model: str, version: str, state_size: int, with_before: bool) -> np.
     before = [("state_before_last", "<f4", (state_size,))] if with_before else []
     return np.dtype(
         [
-            ("magic", "S4"),
-            ("format", "<u2"),
-            ("flags", "<u2"),
-            ("incarnation", "<u8"),
-            ("revision", "<u8"),
+            *_TOKENS.descr,
             ("steps", "<u8"),
             ("created_ms", "<u8"),
             ("updated_ms", "<u8"),

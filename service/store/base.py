@@ -1,4 +1,4 @@
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from enum import Enum
 from typing import NamedTuple, Protocol
 
@@ -20,6 +20,62 @@ class CasWrite(NamedTuple):  # a tuple: made 64 times per many-session request
     ttl_ms: int
     kept_at: int = 0
     kept_length: int = 0
+
+
+class CasWriteRun(NamedTuple):
+    """Writes of equal shape as columns (one group of a many-session request, made
+    together): write i is `CasWrite(session_ids[i], prefixes[i * P : (i + 1) * P],
+    values[i * V : (i + 1) * V], ttl_ms[i], kept_at, kept_length)`, P and V the lengths of
+    one prefix and one value. A store may send it as it is, without a tuple per write."""
+
+    session_ids: list[str]
+    prefixes: bytes
+    values: bytes
+    ttl_ms: list[int]
+    kept_at: int = 0
+    kept_length: int = 0
+
+    def writes(self) -> list[CasWrite]:
+        count = len(self.session_ids)
+        p, v = len(self.prefixes) // count, len(self.values) // count
+        return [
+            CasWrite(
+                session_id,
+                self.prefixes[i * p : (i + 1) * p],
+                self.values[i * v : (i + 1) * v],
+                ttl_ms,
+                self.kept_at,
+                self.kept_length,
+            )
+            for i, (session_id, ttl_ms) in enumerate(
+                zip(self.session_ids, self.ttl_ms, strict=True)
+            )
+        ]
+
+
+Writes = Sequence[CasWrite | CasWriteRun]
+
+
+def session_ids_of(writes: Writes) -> list[str]:
+    """The session of each write, runs expanded, in order (one outcome each)."""
+    ids: list[str] = []
+    for write in writes:
+        if isinstance(write, CasWriteRun):
+            ids += write.session_ids
+        else:
+            ids.append(write.session_id)
+    return ids
+
+
+def expanded(writes: Writes) -> list[CasWrite]:
+    """Every write as a `CasWrite`, runs expanded, in order."""
+    out: list[CasWrite] = []
+    for write in writes:
+        if isinstance(write, CasWriteRun):
+            out += write.writes()
+        else:
+            out.append(write)
+    return out
 
 
 class StateStore(Protocol):
@@ -46,11 +102,9 @@ class StateStore(Protocol):
         """The values of several sessions in one round trip (not one snapshot of all)."""
         ...
 
-    async def compare_and_set_many(
-        self, namespace: str, writes: list[CasWrite]
-    ) -> list[CasOutcome]:
-        """`compare_and_set` for each write, in one round trip; each is atomic on its own
-        session, and their outcomes are independent."""
+    async def compare_and_set_many(self, namespace: str, writes: Writes) -> list[CasOutcome]:
+        """`compare_and_set` for each write (a run's writes one by one), in one round trip;
+        each is atomic on its own session, and their outcomes are independent, in order."""
         ...
 
     async def delete(self, namespace: str, session_id: str) -> bool: ...

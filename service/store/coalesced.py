@@ -12,7 +12,7 @@ import asyncio
 from typing import NamedTuple
 
 from service.errors import StoreUnavailable
-from service.store.base import CasOutcome, CasWrite, StateStore
+from service.store.base import CasOutcome, CasWrite, StateStore, Writes
 
 
 class _Pending(NamedTuple):  # a tuple: made once per chunk (a frozen dataclass costs ~4x)
@@ -97,9 +97,7 @@ class CoalescedWrites:
     async def get_many(self, namespace: str, session_ids: list[str]) -> list[bytes | None]:
         return await self.inner.get_many(namespace, session_ids)
 
-    async def compare_and_set_many(
-        self, namespace: str, writes: list[CasWrite]
-    ) -> list[CasOutcome]:
+    async def compare_and_set_many(self, namespace: str, writes: Writes) -> list[CasOutcome]:
         return await self.inner.compare_and_set_many(namespace, writes)
 
     async def delete(self, namespace: str, session_id: str) -> bool:

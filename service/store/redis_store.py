@@ -1,7 +1,9 @@
+import functools
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -10,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.maint_notifications import MaintNotificationsConfig
 
-from service.store.base import CasOutcome, CasWrite
+from service.store.base import CasOutcome, CasWriteRun, Writes, expanded, session_ids_of
 from service.store.keys import session_key, session_keys
 from service.store.redis_errors import unavailable_on_redis_errors
 
@@ -89,14 +91,39 @@ def _command(*args: bytes) -> list[bytes]:
     return parts
 
 
-def _packed_writes(writes: list[CasWrite]) -> bytes:
+def _packed_writes(writes: Writes) -> bytes:
     pack = _WRITE_HEADER.pack
-    return b"".join(
+    parts = []
+    for w in writes:
+        if isinstance(w, CasWriteRun):
+            parts.append(_packed_run(w))
+        else:
+            head = pack(len(w.expected_prefix), len(w.value), w.kept_at, w.kept_length, w.ttl_ms)
+            parts += (head, w.expected_prefix, w.value)
+    return b"".join(parts)
+
+
+def _packed_run(run: CasWriteRun) -> bytes:
+    """A run's writes packed as `_packed_writes` packs each, column by column (numpy)."""
+    count = len(run.session_ids)
+    prefix, value = len(run.prefixes) // count, len(run.values) // count
+    table = np.empty(count, _run_layout(prefix, value))
+    table["lengths"] = (prefix, value, run.kept_at, run.kept_length)
+    table["ttl_ms"] = run.ttl_ms
+    table["prefix"] = np.frombuffer(run.prefixes, f"V{prefix}")
+    table["value"] = np.frombuffer(run.values, f"V{value}")
+    return table.tobytes()
+
+
+@functools.lru_cache(maxsize=64)
+def _run_layout(prefix: int, value: int) -> np.dtype[Any]:
+    """`_WRITE_HEADER`, then the prefix and the value, packed."""
+    return np.dtype(
         [
-            pack(len(w.expected_prefix), len(w.value), w.kept_at, w.kept_length, w.ttl_ms)
-            + w.expected_prefix
-            + w.value
-            for w in writes
+            ("lengths", "<u4", (4,)),
+            ("ttl_ms", "<f8"),
+            ("prefix", f"V{prefix}"),
+            ("value", f"V{value}"),
         ]
     )
 
@@ -225,10 +252,8 @@ class RedisStateStore:
         return [bytes(value) if value is not None else None for value in values]
 
     @unavailable_on_redis_errors
-    async def compare_and_set_many(
-        self, namespace: str, writes: list[CasWrite]
-    ) -> list[CasOutcome]:
-        keys = session_keys(namespace, [w.session_id for w in writes])
+    async def compare_and_set_many(self, namespace: str, writes: Writes) -> list[CasOutcome]:
+        keys = session_keys(namespace, session_ids_of(writes))
         if not self._cluster:
             # One script call for every key, its writes packed into one argument, and still
             # one round trip.
@@ -242,7 +267,7 @@ class RedisStateStore:
         # Keys live in different slots: one call per key, pipelined (EVAL with the script's
         # text: a cluster pipeline cannot load scripts for EVALSHA).
         pipe = self._client.pipeline(transaction=False)
-        for key, w in zip(keys, writes, strict=True):
+        for key, w in zip(keys, expanded(writes), strict=True):
             args = (w.expected_prefix, w.value, w.ttl_ms, w.kept_at, w.kept_length)
             pipe.eval(_CAS_SCRIPT, 1, key, *args)
         results = await pipe.execute()

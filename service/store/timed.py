@@ -4,7 +4,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.store.base import CasOutcome, CasWrite, StateStore
+from service.store.base import CasOutcome, StateStore, Writes
 from service.telemetry import Telemetry
 
 
@@ -45,9 +45,7 @@ class TimedStateStore:
         with timed(self._telemetry, "get_many"):
             return await self.inner.get_many(namespace, session_ids)
 
-    async def compare_and_set_many(
-        self, namespace: str, writes: list[CasWrite]
-    ) -> list[CasOutcome]:
+    async def compare_and_set_many(self, namespace: str, writes: Writes) -> list[CasOutcome]:
         with timed(self._telemetry, "compare_and_set_many"):
             return await self.inner.compare_and_set_many(namespace, writes)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from service.store.base import CasOutcome, CasWrite
+from service.store.base import CasOutcome, CasWrite, CasWriteRun
 from service.store.embedded import EmbeddedRedis
 from service.store.keys import session_key
 from service.store.redis_store import RedisStateStore
@@ -184,6 +184,57 @@ def test_a_write_keeps_the_bytes_it_names_of_the_value_it_replaces(redis_server)
     assert outcomes == [CasOutcome.APPLIED, CasOutcome.APPLIED, CasOutcome.CONFLICT]
     assert plain.get(session_key(NAMESPACE, "kept")) == b"third-token" + b"new"
     assert plain.get(session_key(NAMESPACE, "short")) == token + b"head" + state + b"tail"
+
+
+def test_a_run_of_writes_applies_as_its_writes_one_by_one(redis_server):
+    # `CasWriteRun` (a many-session request's group, as columns) between plain writes: the
+    # same outcomes, in the same order, and the same stored bytes as its writes one by one.
+    plain = stored(redis_server.url)
+    token, moved = os.urandom(24), os.urandom(24)
+
+    def fresh_values() -> None:
+        for sid in ("r0", "r1", "r2", "r3", "before", "after"):
+            plain.set(session_key(NAMESPACE, sid), token + os.urandom(4) + bytes(range(200)))
+        plain.set(session_key(NAMESPACE, "r1"), moved + bytes(204))
+        plain.delete(session_key(NAMESPACE, "r2"))
+
+    ids = ["r0", "r1", "r2", "r3"]
+    run_ = CasWriteRun(
+        ids,
+        token * 4,
+        b"".join(os.urandom(24) + bytes([n]) * 40 for n in range(4)),
+        [60_000, 70_000, 80_000, 5_000_000_000],
+        kept_at=40,
+        kept_length=100,
+    )
+    before = CasWrite("before", token, b"b" * 30, 60_000)
+    after = CasWrite("after", token, b"a" * 30, 60_000, 28, 10)
+    fresh_values()
+    # The run's writes one by one, each written by hand here (not by `CasWriteRun.writes`).
+    one_by_one = [before]
+    for n, sid in enumerate(ids):
+        value = run_.values[n * 64 : (n + 1) * 64]
+        one_by_one.append(CasWrite(sid, token, value, run_.ttl_ms[n], 40, 100))
+    one_by_one.append(after)
+    expected_outcomes = run(
+        redis_server.url, lambda store: store.compare_and_set_many(NAMESPACE, one_by_one)
+    )
+    expected = {sid: plain.get(session_key(NAMESPACE, sid)) for sid in [*ids, "before", "after"]}
+    ttls = {sid: plain.pttl(session_key(NAMESPACE, sid)) for sid in ids}
+
+    fresh_values()
+    outcomes = run(
+        redis_server.url,
+        lambda store: store.compare_and_set_many(NAMESPACE, [before, run_, after]),
+    )
+
+    applied, conflict, missing = CasOutcome.APPLIED, CasOutcome.CONFLICT, CasOutcome.MISSING
+    assert outcomes == expected_outcomes == [applied, applied, conflict, missing, applied, applied]
+    for sid, value in expected.items():
+        assert plain.get(session_key(NAMESPACE, sid)) == value
+    for sid in ("r0", "r3"):
+        assert abs(plain.pttl(session_key(NAMESPACE, sid)) - ttls[sid]) < 10_000
+    assert run_.writes() == one_by_one[1:-1]
 
 
 def test_concurrent_many_key_calls_keep_their_connections_for_the_next_ones(tmp_path):

@@ -8,6 +8,7 @@ from service.core.session_record import (
     chunk_digests,
     encode_many,
     state_span,
+    tokens_joined,
 )
 from service.errors import CorruptState
 
@@ -149,6 +150,12 @@ def test_records_encoded_together_are_each_record_encoded_alone():
         assert head + original.state_before_last.astype("<f4").tobytes() == full
         at, length = state_span(original)
         assert full[at : at + length] == original.state.astype("<f4").tobytes()
+
+
+def test_tokens_made_together_are_each_records_token():
+    records = [record(incarnation=2**64 - 1 - i, revision=i * 1000, ended=i == 1) for i in range(3)]
+    assert tokens_joined(records) == b"".join(r.token for r in records)
+    assert [r.token for r in records] == [r.encode()[:TOKEN_BYTES] for r in records]
 
 
 def test_digests_of_a_batch_are_each_chunk_digested_alone():

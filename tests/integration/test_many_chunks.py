@@ -122,17 +122,22 @@ def test_the_same_session_twice_applies_in_request_order(client):
     inputs = np.random.default_rng(12).normal(size=(7, 16)).astype(np.float32)
     full = predict(client, SENSOR, inputs)
     session_id = new_session(client, SENSOR)
+    # A session with one chunk runs beside the first chunk of the other (one runner call)
+    # and is written with its group; the session of several chunks is written whole.
+    alone = new_session(client, SENSOR)
 
     results = chunks(
         client,
         [
             item(session_id, inputs[:2], offset=0),
+            item(alone, inputs[:2]),
             item(session_id, inputs[2:5]),
             item(session_id, inputs[2:5], offset=2),  # a retry of the one before: replayed
             item(session_id, inputs[5:], offset=5),
         ],
     )
 
+    assert np.array_equal(np.array(results.pop(1)["outputs"], np.float32), full[:2])
     assert [(r["offset"], r["steps"], r["replayed"]) for r in results] == [
         (0, 2, False),
         (2, 5, False),
@@ -143,6 +148,15 @@ def test_the_same_session_twice_applies_in_request_order(client):
     outputs = np.concatenate([np.array(results[i]["outputs"], np.float32) for i in (0, 1, 3)])
     assert np.array_equal(outputs, full)
     assert steps_of(client, session_id) == 7
+    # Both records as stored (no record kept by this process) continue the sequence.
+    for sid in (session_id, alone):
+        client.app.state.sessions.recent.forget(("_", sid))
+    later = chunks(client, [item(alone, inputs[2:5]), item(session_id, inputs[:1], offset=7)])
+    assert np.array_equal(np.array(later[0]["outputs"], np.float32), full[2:5])
+    longer = np.concatenate([inputs, inputs[:1]])
+    assert np.array_equal(
+        np.array(later[1]["outputs"], np.float32), predict(client, SENSOR, longer)[7:]
+    )
 
 
 def test_failed_items_change_nothing_and_the_others_apply(client, settings):

@@ -10,7 +10,8 @@ Answers are encoded by msgspec (~20x faster than `json.dumps`).
 """
 
 import re
-from typing import Annotated, Any, Protocol
+from collections.abc import Sequence
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -60,11 +61,6 @@ class _RawChunk(msgspec.Struct, forbid_unknown_fields=True):
 
 class _RawChunks(msgspec.Struct, forbid_unknown_fields=True):
     chunks: Annotated[list[_RawChunk], msgspec.Meta(min_length=1)]
-
-
-class ChunkHead(Protocol):
-    session_id: str
-    offset: int | None
 
 
 # Every id of a request at once, joined by newlines (which no id holds): one match instead of
@@ -185,10 +181,21 @@ def chunk_from_json(body: bytes | str) -> tuple[Floats, int | None]:
     return as_array(chunk.inputs), chunk.offset
 
 
-async def read_chunks(
-    request: Request, limit: int
-) -> tuple[list[ChunkHead], list[tuple[Floats, bool] | InvalidInput]]:
-    """`POST /v1/chunks`'s chunks (the `ChunksRequest` schema), and each chunk's inputs as
+class Chunks(NamedTuple):
+    """`POST /v1/chunks`'s chunks as columns, one entry per chunk in request order."""
+
+    session_ids: list[str]
+    offsets: list[int | None]
+    inputs: Sequence[Floats]  # (T, F) float32 each (empty where `refused`)
+    finite: list[bool]  # whether every value of the chunk's inputs is finite
+    refused: dict[int, InvalidInput]  # chunks whose inputs are no table of numbers
+
+
+_REFUSED = np.empty((0, 0), np.float32)
+
+
+async def read_chunks(request: Request, limit: int) -> Chunks:
+    """`POST /v1/chunks`'s chunks (the `ChunksRequest` schema), each chunk's inputs as
     `as_arrays` gives them: all numbers parsed at once when the body is proven to be such
     chunks (`many_json`), else decoded into typed lists, which names what is wrong."""
     body = await request.body()
@@ -196,25 +203,37 @@ async def read_chunks(
         raw = _RAW_CHUNKS.decode(body).chunks
     except msgspec.DecodeError:
         raw = None
-    if raw is not None and len(raw) <= limit and _valid_ids(raw):
-        arrays = chunk_arrays([chunk.inputs for chunk in raw])
-        if arrays is not None:
-            return list(raw), list(arrays)
+    if raw is not None and len(raw) <= limit:
+        ids = [chunk.session_id for chunk in raw]
+        if _valid_ids(ids):
+            arrays = chunk_arrays([chunk.inputs for chunk in raw])
+            if arrays is not None:
+                return Chunks(ids, [chunk.offset for chunk in raw], *arrays, {})
     chunks: list[ManyChunk] = _decode(_MANY_CHUNKS, body).chunks
     if len(chunks) > limit:
         raise InvalidInput(
             f"{len(chunks)} chunks exceed the limit of {limit} per request", max_chunks=limit
         )
-    return list(chunks), as_arrays([c.inputs for c in chunks])
+    inputs: list[Floats] = []
+    finite: list[bool] = []
+    refused: dict[int, InvalidInput] = {}
+    for index, converted in enumerate(as_arrays([c.inputs for c in chunks])):
+        if isinstance(converted, InvalidInput):  # this chunk only: the others go ahead
+            refused[index] = converted
+            converted = (_REFUSED, False)
+        inputs.append(converted[0])
+        finite.append(converted[1])
+    ids = [chunk.session_id for chunk in chunks]
+    return Chunks(ids, [chunk.offset for chunk in chunks], inputs, finite, refused)
 
 
-def _valid_ids(chunks: list[_RawChunk]) -> bool:
+def _valid_ids(session_ids: list[str]) -> bool:
     """Whether every session id matches `SESSION_ID_PATTERN`, as `ManyChunk` checks it."""
-    ids = "\n".join([chunk.session_id for chunk in chunks])
-    return ids.count("\n") == len(chunks) - 1 and _SESSION_IDS.match(ids) is not None
+    ids = "\n".join(session_ids)
+    return ids.count("\n") == len(session_ids) - 1 and _SESSION_IDS.match(ids) is not None
 
 
-def encoded(content: dict[str, Any]) -> bytes:
+def encoded(content: Any) -> bytes:
     return _ENCODER.encode(content)
 
 

@@ -14,6 +14,7 @@ row's width its commas plus one. Anything else (a ragged or empty chunk, a value
 not a number, a number simdjson refuses) is left to the ordinary decoding, which answers
 exactly as before."""
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -29,45 +30,51 @@ _KIND = np.zeros(256, np.int8)
 _KIND[[ord("["), ord("]"), ord(",")]] = [_OPEN, _CLOSE, _COMMA]
 
 
-def chunk_arrays(raws: list[Any]) -> list[tuple[Floats, bool]] | None:
+def chunk_arrays(raws: list[Any]) -> tuple[Sequence[Floats], list[bool]] | None:
     """Each chunk's (T, F) float32 array and whether its values are all finite, as
-    `inputs.as_arrays` gives them; None when the text is not chunks of equal-width rows of
-    numbers. `raws`: each chunk's `inputs` as JSON text (`msgspec.Raw`)."""
+    `inputs.as_arrays` gives them but as two columns (chunks of one shape: one
+    (chunks, T, F) array); None when the text is not chunks of equal-width rows of numbers.
+    `raws`: each chunk's `inputs` as JSON text (`msgspec.Raw`)."""
     text = b"[" + b",".join(raws) + b"]"
     one = _one_shape(text, bytes(raws[0]), len(raws))
     if one is not None:
-        steps, features = np.full(len(raws), one[0]), np.full(len(raws), one[1])
-    else:
-        packed = text.translate(None, _WHITESPACE)
-        if packed.translate(None, _NUMBER_OR_LIST):  # strings, objects, literals
+        values = _numbers(text)
+        if values is None or values.size != len(raws) * one[0] * one[1]:
             return None
-        shape = _shape(packed, len(raws))
-        if shape is None:
-            return None
-        steps, features = shape
+        arrays = values.reshape(len(raws), one[0], one[1])
+        finite = cast(list[bool], np.isfinite(arrays).all(axis=(1, 2)).tolist())
+        return cast(Sequence[Floats], arrays), finite  # indexed and iterated as one
+    packed = text.translate(None, _WHITESPACE)
+    if packed.translate(None, _NUMBER_OR_LIST):  # strings, objects, literals
+        return None
+    shape = _shape(packed, len(raws))
+    if shape is None:
+        return None
+    steps, features = shape
+    sizes = steps * features
+    flat = _numbers(text)
+    if flat is None or flat.size != sizes.sum():
+        return None
+    starts = np.cumsum(sizes) - sizes
+    finite = cast(list[bool], np.logical_and.reduceat(np.isfinite(flat), starts).tolist())
+    inputs = [
+        flat[start : start + t * f].reshape(t, f)
+        for start, t, f in zip(starts.tolist(), steps.tolist(), features.tolist(), strict=True)
+    ]
+    return inputs, finite
+
+
+def _numbers(text: bytes) -> Floats | None:
+    """Every number of `text` (valid JSON lists of numbers) as float32, in order; None when
+    simdjson refuses one."""
     try:
         document = simdjson.Parser().parse(text)
         assert isinstance(document, simdjson.Array)  # `text` is a list
         values = np.frombuffer(document.as_buffer(of_type="d"), np.float64)
     except (TypeError, ValueError, RuntimeError):  # a number simdjson refuses
         return None
-    sizes = steps * features
-    if values.size != sizes.sum():
-        return None
     with np.errstate(over="ignore"):  # beyond float32: infinite, refused by `check_chunk`
-        values = values.astype(F32)
-    if (steps == steps[0]).all() and (features == features[0]).all():
-        arrays = values.reshape(len(raws), int(steps[0]), int(features[0]))
-        finite = cast(list[bool], np.isfinite(arrays).all(axis=(1, 2)).tolist())
-        return list(zip(arrays, finite, strict=True))
-    starts = np.cumsum(sizes) - sizes
-    finite = cast(list[bool], np.logical_and.reduceat(np.isfinite(values), starts).tolist())
-    return [
-        (values[start : start + t * f].reshape(t, f), ok)
-        for start, t, f, ok in zip(
-            starts.tolist(), steps.tolist(), features.tolist(), finite, strict=True
-        )
-    ]
+        return values.astype(F32)
 
 
 def _one_shape(text: bytes, first: bytes, chunks: int) -> tuple[int, int] | None:

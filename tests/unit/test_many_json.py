@@ -33,12 +33,13 @@ def test_chunks_of_one_shape_and_of_many_are_each_numpys_conversion():
     for texts in (same, mixed):
         got = chunk_arrays(raws(*texts))
         assert got is not None
-        for (array, finite), text in zip(got, texts, strict=True):
+        for array, finite, text in zip(*got, texts, strict=True):
             expected = reference(text)
             assert array.dtype == np.float32 and array.shape == expected.shape
             assert array.tobytes() == expected.tobytes()
             assert finite == bool(np.isfinite(expected).all())
-    assert [finite for _, finite in chunk_arrays(raws(*mixed))] == [True, True, False, True]
+    got = chunk_arrays(raws(*mixed))
+    assert got is not None and got[1] == [True, True, False, True]
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_an_empty_row_is_not_taken_for_a_one_value_row():
     assert chunk_arrays(raws("[[1],[2]]", "[[3],[]]")) is None
     got = chunk_arrays(raws("[[1],[2]]", "[[3],[4]]"))
     assert got is not None
-    assert [array.tolist() for array, _ in got] == [[[1.0], [2.0]], [[3.0], [4.0]]]
+    assert [array.tolist() for array in got[0]] == [[[1.0], [2.0]], [[3.0], [4.0]]]
 
 
 @pytest.mark.parametrize(
@@ -86,4 +87,4 @@ def test_the_ids_checked_at_once_are_those_msgspec_accepts_one_by_one(session_id
         accepted = True
     except msgspec.ValidationError:
         accepted = False
-    assert _valid_ids(_RAW_CHUNKS.decode(body).chunks) == accepted
+    assert _valid_ids([c.session_id for c in _RAW_CHUNKS.decode(body).chunks]) == accepted

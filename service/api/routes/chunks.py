@@ -1,10 +1,11 @@
-from typing import Any
+import functools
+from typing import Any, cast
 
 from fastapi import APIRouter, Request, Response
 
 from service import errors
 from service.api import present
-from service.api.bodies import JSON, json_answer, read_chunks
+from service.api.bodies import JSON, Chunks, json_answer, read_chunks
 from service.api.deps import namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunksResponse
@@ -42,17 +43,27 @@ _BODY: dict[str, Any] = {
 async def predict_chunks(request: Request) -> Response:
     sessions: SessionService = request.app.state.sessions
     limit = request.app.state.settings.max_chunks_per_request
-    chunks, arrays = await read_chunks(request, limit)
-    outcomes: list[ChunkResult | errors.ServiceError | None] = []
-    items = []
-    for chunk, converted in zip(chunks, arrays, strict=True):
-        if isinstance(converted, errors.InvalidInput):  # this chunk only: the others go ahead
-            outcomes.append(converted)
-            continue
-        x, finite = converted
-        items.append(ChunkItem(chunk.session_id, x, chunk.offset, finite))
-        outcomes.append(None)
-    applied = iter(await predict_many(sessions, namespace_of(request), items))
-    answered = [next(applied) if outcome is None else outcome for outcome in outcomes]
-    ids = [chunk.session_id for chunk in chunks]
-    return json_answer({"results": present.chunk_outcomes(ids, answered)})
+    chunks = await read_chunks(request, limit)
+    applied = await predict_many(sessions, namespace_of(request), _items(chunks))
+    answered: list[ChunkResult | errors.ServiceError] = applied
+    if chunks.refused:  # in request order, between the applied ones
+        results = iter(applied)
+        answered = [
+            chunks.refused[index] if index in chunks.refused else next(results)
+            for index in range(len(chunks.session_ids))
+        ]
+    return json_answer({"results": present.chunk_outcomes(chunks.session_ids, answered)})
+
+
+# A `ChunkItem` from its fields' tuple without a Python call (its `__new__` is one).
+_item = functools.partial(tuple.__new__, ChunkItem)
+
+
+def _items(chunks: Chunks) -> list[ChunkItem]:
+    """The chunks to apply: all but those whose inputs were refused, in request order."""
+    fields = zip(chunks.session_ids, chunks.inputs, chunks.offsets, chunks.finite, strict=True)
+    if not chunks.refused:
+        return cast(list[ChunkItem], list(map(_item, fields)))
+    return [
+        ChunkItem(*values) for index, values in enumerate(fields) if index not in chunks.refused
+    ]

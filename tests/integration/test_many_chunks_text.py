@@ -7,6 +7,7 @@ item applied, or some failed)."""
 import json
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from tests.streaming import new_session
@@ -30,6 +31,10 @@ def expected_item(single: Any, batched_id: str, single_id: str) -> bytes:
     """The single route's answer text as an item of `/v1/chunks`'s answer."""
     text: bytes = single.content
     if single.status_code == 200:
+        # The single route's text is these fields in this order, as msgspec writes a dict.
+        answer = single.json()
+        fields = ("session_id", "offset", "steps", "replayed", "outputs")
+        assert text == msgspec.json.encode({name: answer[name] for name in fields})
         return text.replace(single_id.encode(), batched_id.encode())
     assert single.headers["content-type"] == "application/json"
     session = json.dumps(batched_id).encode()

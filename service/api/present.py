@@ -104,6 +104,8 @@ def chunk_outcomes(
 ) -> list[ChunkAnswer | dict[str, Any]]:
     # The outputs as lists in the answer: encoded with it, the same text as `values_json`
     # gives, without an encoder call per chunk.
+    if len(outcomes) != len(session_ids):
+        raise ValueError(f"{len(outcomes)} outcomes for {len(session_ids)} chunks")
     if set(map(type, outcomes)) == {ChunkResult}:  # no error: columns, no Python call per chunk
         records, offsets, outputs, replayed = zip(*cast(list[ChunkResult], outcomes), strict=True)
         steps = [record.steps for record in records]

@@ -6,7 +6,12 @@ and the chunks of one session apply in request order, as if sent one after anoth
 As on the single route, a session starts from the record this process last wrote or read
 (`RecentRecords`) when it has one: the compare-and-set against its token refuses a stale
 one, and the session is then read and done again. Only what a kept record cannot decide
-(a replay, a conflict, an error) sends that session to be read first."""
+(a replay, a conflict, an error) sends that session to be read first.
+
+The usual request (a gateway's: every session once, each a plain append from a kept record,
+one model and chunk shape) goes through `_kept_lane`, a few list operations per item and no
+session object; any other request, and any session of it whose kept record lost its race,
+through the general fold (`_Session`, waves). Both end in the same records and writes."""
 
 import asyncio
 import time
@@ -105,17 +110,25 @@ class _ManyChunks:
         self._runs: list[tuple[CasWriteRun, list[_Session]]] = []
 
     async def run(self, items: list[ChunkItem]) -> list[Outcome]:
-        sessions: dict[str, _Session] = {}
-        for index, item in enumerate(items):
-            session = sessions.get(item.session_id)
-            if session is None:
-                sessions[item.session_id] = _Session(item.session_id, index)
-            else:
-                session.items.append(index)
         outcomes: list[Outcome | None] = [None] * len(items)
         self._outcomes = outcomes
-        pending = list(sessions.values())
         began_ms = self.sessions.now_ms()
+        kept = self._kept_lane(items)
+        if kept is not None:
+            lost = await self._run_kept(items, *kept)
+            # A kept record that lost its race: read, and done again as any session is.
+            pending = [_Session(items[index].session_id, index) for index in lost]
+            for session in pending:
+                session.attempt = 1
+        else:
+            sessions: dict[str, _Session] = {}
+            for index, item in enumerate(items):
+                known = sessions.get(item.session_id)
+                if known is None:
+                    sessions[item.session_id] = _Session(item.session_id, index)
+                else:
+                    known.items.append(index)
+            pending = list(sessions.values())
         while pending:
             self._runs = []
             await self._load(pending, began_ms)
@@ -135,6 +148,113 @@ class _ManyChunks:
                     outcomes[index] = busy
         assert None not in outcomes
         return outcomes  # type: ignore[return-value]
+
+    def _kept_lane(self, items: list[ChunkItem]) -> tuple[list[SessionRecord], ServedModel] | None:
+        """The usual request, decided by the records this process kept, without a session
+        object per item: every session once, each with a kept record it can start from (a
+        plain append or the next offset), all of one model version and one chunk shape that
+        passes the checks. Their records and model; None for any other request."""
+        if not items:
+            return None
+        namespace, get = self.namespace, self.recent.get
+        records = [get((namespace, item.session_id)) for item in items]
+        first, item = records[0], items[0]
+        if first is None or len({item.session_id for item in items}) < len(items):
+            return None
+        name, version, shape = first.model, first.model_version, item.x.shape
+        for item, record in zip(items, records, strict=True):
+            if (
+                record is None
+                or record.ended
+                or record.model_version != version
+                or record.model != name
+                or (item.offset is not None and item.offset != record.steps)
+                or item.x.shape != shape
+                or item.finite is not True
+            ):
+                return None
+        try:
+            model = self._model_for(first, items[0].session_id)
+        except ServiceError:
+            return None
+        if self._refusal(model, items[0]) is not None:
+            return None
+        return records, model  # type: ignore[return-value]  # none is None
+
+    async def _run_kept(
+        self, items: list[ChunkItem], records: list[SessionRecord], model: ServedModel
+    ) -> list[int]:
+        """`_kept_lane`'s request: one runner call, one run of writes; the items whose kept
+        record lost its compare-and-set (to be read and done again)."""
+        x = np.array([item.x for item in items])
+        outputs, new_states = await self._step(model, x, np.array([r.state for r in records]))
+        now, steps = self.sessions.now_ms(), x.shape[1]
+        digests = chunk_digests(x)
+        made = [
+            record.after_chunk(steps, now, new_states[row], digests[row])
+            for row, record in enumerate(records)
+        ]
+        self._outcomes[:] = [
+            ChunkResult(after, record.steps, outputs[row], False)
+            for row, (after, record) in enumerate(zip(made, records, strict=True))
+        ]
+        ids = [item.session_id for item in items]
+        namespace, recent = self.namespace, self.recent
+        try:
+            written = await self.store.compare_and_set_many(
+                namespace, [self._run_of(ids, made, records, new_states)]
+            )
+        except ServiceError:
+            for session_id in ids:
+                recent.forget((namespace, session_id))
+            raise
+        lost = []
+        for row, outcome in enumerate(written):
+            key = (namespace, ids[row])
+            if outcome is CasOutcome.APPLIED:
+                recent.put(key, made[row])
+                continue
+            recent.forget(key)
+            if outcome is CasOutcome.CONFLICT:
+                lost.append(row)
+            else:
+                self._outcomes[row] = SessionNotFound(ids[row])
+        return lost
+
+    async def _step(self, model: ServedModel, x: Floats, states: Floats) -> tuple[Floats, Floats]:
+        """`step_batch`, off the event loop when long, and its telemetry."""
+        started = time.perf_counter()
+        if x.shape[1] > THREAD_OFFLOAD_STEPS or x.shape[0] * x.shape[1] > INLINE_BATCH_STEPS:
+            heavy = self.sessions.heavy
+            outputs, new_states = await heavy.run(self.namespace, model.runner, x, states)
+        else:
+            outputs, new_states = model.runner.step_batch(x, states)
+        seconds = time.perf_counter() - started
+        self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
+        return outputs, new_states
+
+    def _run_of(
+        self,
+        ids: list[str],
+        records: list[SessionRecord],
+        bases: list[SessionRecord],
+        new_states: Floats,
+    ) -> CasWriteRun:
+        """The writes of records each made by one chunk from its base (the record the
+        store holds) as one run: their bytes up to the state before the chunk, which the
+        store keeps from the record it replaces, and the bases' tokens, column by column."""
+        base = bases[0]
+        span_key = (base.model, base.model_version)
+        span = self._spans.get(span_key)
+        if span is None:
+            span = self._spans[span_key] = state_span(base)
+        return CasWriteRun(
+            ids,
+            tokens_joined(bases),
+            encode_joined(records, new_states, None),
+            [record.ttl_seconds * 1000 for record in records],
+            *span,
+        )
 
     async def _load(self, sessions: list[_Session], began_ms: int) -> None:
         """Each session's record: the one kept from an earlier request on its first
@@ -312,14 +432,7 @@ class _ManyChunks:
                 for session in group
             ]
         )
-        started = time.perf_counter()
-        if x.shape[1] > THREAD_OFFLOAD_STEPS or x.shape[0] * x.shape[1] > INLINE_BATCH_STEPS:
-            heavy = self.sessions.heavy
-            outputs, new_states = await heavy.run(self.namespace, model.runner, x, states)
-        else:
-            outputs, new_states = model.runner.step_batch(x, states)
-        seconds = time.perf_counter() - started
-        self.sessions.telemetry.model_ran(model.name, x.shape[0] * x.shape[1], seconds)
+        outputs, new_states = await self._step(model, x, states)
         now = self.sessions.now_ms()
         steps = x.shape[1]
         digests = chunk_digests(x)
@@ -354,22 +467,15 @@ class _ManyChunks:
         members = sessions
         if len(rows) < len(sessions):
             members, new_states = [sessions[row] for row in rows], new_states[rows]
-        records = [session.record for session in members]
-        bases = [session.base for session in members]
-        values = encode_joined(records, new_states, None)  # type: ignore[arg-type]
-        prefixes = tokens_joined(bases)  # type: ignore[arg-type]
-        base = bases[0]
-        assert base is not None
-        span_key = (base.model, base.model_version)
-        span = self._spans.get(span_key)
-        if span is None:
-            span = self._spans[span_key] = state_span(base)
-        ids, ttl_ms = [], []
         for session in members:
             session.in_run = True
-            ids.append(session.session_id)
-            ttl_ms.append(session.record.ttl_seconds * 1000)  # type: ignore[union-attr]
-        self._runs.append((CasWriteRun(ids, prefixes, values, ttl_ms, *span), members))
+        run = self._run_of(
+            [session.session_id for session in members],
+            [session.record for session in members],  # type: ignore[misc]
+            [session.base for session in members],  # type: ignore[misc]
+            new_states,
+        )
+        self._runs.append((run, members))
 
     async def _write(self, sessions: list[_Session]) -> list[_Session]:
         """One pipelined round for every session this request changed; the sessions whose

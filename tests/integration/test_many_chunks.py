@@ -477,6 +477,49 @@ def test_a_record_kept_from_an_earlier_request_that_went_stale_is_read_again(cli
     assert [steps_of(client, s) for s in (appended, positioned, retried, outrun)] == [4, 4, 3, 4]
 
 
+def test_kept_records_that_went_stale_in_a_plain_request_are_read_again(client, redis_server):
+    """The usual request (every session once, plain appends or the next offset, one model
+    and shape) starts from the records this process kept, all at once. Another replica
+    appends to some sessions and deletes one meanwhile: those lose their compare-and-set
+    and are done again from a read (or refused as gone); the others apply as kept."""
+    models = client.app.state.sessions.models
+    inputs = np.random.default_rng(19).normal(size=(5, 16)).astype(np.float32)
+    full = predict(client, SENSOR, inputs)
+    sessions = [new_session(client, SENSOR) for _ in range(6)]
+    chunks(client, [item(s, inputs[:1]) for s in sessions])  # kept here at steps 1
+    raced, deleted = sessions[1:4:2], sessions[4]
+
+    async def other_replica() -> None:
+        store = RedisStateStore.from_url(redis_server.url, 2.0)
+        other = SessionService(store, models, SessionLimits())
+        try:
+            for session_id in raced:
+                await other.predict("_", session_id, inputs[1:3], offset=1)
+            await other.delete("_", deleted)
+        finally:
+            await store.close()
+
+    asyncio.run(other_replica())
+    results = chunks(
+        client, [item(s, inputs[3:4] if s in raced else inputs[1:2]) for s in sessions]
+    )
+
+    for session_id, result in zip(sessions, results, strict=True):
+        if session_id == deleted:
+            error_of(result, "session_not_found")
+            continue
+        at = 3 if session_id in raced else 1
+        assert (result["offset"], result["steps"], result["replayed"]) == (at, at + 1, False)
+        assert np.array_equal(np.array(result["outputs"], np.float32), full[at : at + 1])
+    # The records kept now are those stored: a plain append continues each one.
+    later = chunks(client, [item(s, inputs[4:5]) for s in sessions if s != deleted])
+    for session_id, result in zip([s for s in sessions if s != deleted], later, strict=True):
+        at = 4 if session_id in raced else 2
+        assert result["offset"] == at
+        if session_id in raced:
+            assert np.array_equal(np.array(result["outputs"], np.float32), full[4:5])
+
+
 def test_the_stored_records_are_whole_and_replay_from_the_store(client, redis_server):
     """A chunk's write sends its record without the state before the chunk, which the
     replaced record holds (the store appends it): the stored bytes are still the whole

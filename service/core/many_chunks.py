@@ -158,10 +158,10 @@ class _ManyChunks:
             return None
         namespace, get = self.namespace, self.recent.get
         records = [get((namespace, item.session_id)) for item in items]
-        first, item = records[0], items[0]
+        first, first_item = records[0], items[0]
         if first is None or len({item.session_id for item in items}) < len(items):
             return None
-        name, version, shape = first.model, first.model_version, item.x.shape
+        name, version, shape = first.model, first.model_version, first_item.x.shape
         for item, record in zip(items, records, strict=True):
             if (
                 record is None
@@ -174,12 +174,12 @@ class _ManyChunks:
             ):
                 return None
         try:
-            model = self._model_for(first, items[0].session_id)
-        except ServiceError:
+            model = self._model_for(first, first_item.session_id)
+        except ServiceError:  # decided on a record read, by the general fold
             return None
-        if self._refusal(model, items[0]) is not None:
+        if self._refusal(model, first_item) is not None:
             return None
-        return records, model  # type: ignore[return-value]  # none is None
+        return records, model  # type: ignore[return-value]  # no record is None (above)
 
     async def _run_kept(
         self, items: list[ChunkItem], records: list[SessionRecord], model: ServedModel

@@ -199,25 +199,12 @@ class _ManyChunks:
             for row, (after, record) in enumerate(zip(made, records, strict=True))
         ]
         ids = [item.session_id for item in items]
-        namespace, recent = self.namespace, self.recent
-        try:
-            written = await self.store.compare_and_set_many(
-                namespace, [self._run_of(ids, made, records, new_states)]
-            )
-        except ServiceError:
-            for session_id in ids:
-                recent.forget((namespace, session_id))
-            raise
+        written = await self._written([self._run_of(ids, made, records, new_states)], ids, made)
         lost = []
         for row, outcome in enumerate(written):
-            key = (namespace, ids[row])
-            if outcome is CasOutcome.APPLIED:
-                recent.put(key, made[row])
-                continue
-            recent.forget(key)
             if outcome is CasOutcome.CONFLICT:
                 lost.append(row)
-            else:
+            elif outcome is CasOutcome.MISSING:
                 self._outcomes[row] = SessionNotFound(ids[row])
         return lost
 
@@ -495,25 +482,37 @@ class _ManyChunks:
             changed.append(session)
         if not changed:
             return []
-        namespace = self.namespace
-        recent = self.recent
-        try:
-            outcomes = await self.store.compare_and_set_many(namespace, writes)
-        except ServiceError:
-            for session in changed:
-                recent.forget((namespace, session.session_id))
-            raise
+        written = await self._written(
+            writes,
+            [session.session_id for session in changed],
+            [session.record for session in changed],  # type: ignore[misc]
+        )
         retry = []
-        for session, outcome in zip(changed, outcomes, strict=True):
-            key = (namespace, session.session_id)
-            if outcome is CasOutcome.APPLIED:
-                recent.put(key, session.record)  # type: ignore[arg-type]  # the next read
-                continue
-            recent.forget(key)
+        for session, outcome in zip(changed, written, strict=True):
             if outcome is CasOutcome.CONFLICT:
                 retry.append(session)
-            else:
+            elif outcome is CasOutcome.MISSING:
                 missing = SessionNotFound(session.session_id)
                 for index in session.items:
                     self._outcomes[index] = missing
         return retry
+
+    async def _written(
+        self, writes: list[CasWrite | CasWriteRun], ids: list[str], records: list[SessionRecord]
+    ) -> list[CasOutcome]:
+        """One round of compare-and-sets, one outcome per session (`ids[i]`, whose new
+        record is `records[i]`). The kept records follow: an applied one is the session's
+        next read; any other, or all of them when the store fails, are forgotten."""
+        namespace, recent = self.namespace, self.recent
+        try:
+            outcomes = await self.store.compare_and_set_many(namespace, writes)
+        except ServiceError:
+            for session_id in ids:
+                recent.forget((namespace, session_id))
+            raise
+        for session_id, record, outcome in zip(ids, records, outcomes, strict=True):
+            if outcome is CasOutcome.APPLIED:
+                recent.put((namespace, session_id), record)
+            else:
+                recent.forget((namespace, session_id))
+        return outcomes

@@ -230,11 +230,7 @@ def encode_joined(
     first = records[0]
     layout = _layout(first.model, first.model_version, first.state.size, states_before is not None)
     table = np.empty(len(records), layout)
-    table["magic"] = MAGIC
-    table["format"] = FORMAT_VERSION
-    table["flags"] = [ENDED if record.ended else 0 for record in records]
-    table["incarnation"] = [record.incarnation for record in records]
-    table["revision"] = [record.revision for record in records]
+    _fill_tokens(table, records)
     table["steps"] = [record.steps for record in records]
     table["created_ms"] = [record.created_ms for record in records]
     table["updated_ms"] = [record.updated_ms for record in records]
@@ -264,12 +260,17 @@ _TOKENS = np.dtype(
 def tokens_joined(records: list[SessionRecord]) -> bytes:
     """The `token` of each record, back to back, made column by column."""
     table = np.empty(len(records), _TOKENS)
+    _fill_tokens(table, records)
+    return table.tobytes()
+
+
+def _fill_tokens(table: np.ndarray, records: list[SessionRecord]) -> None:
+    """The token's columns (`_TOKENS`' fields) of a table of records."""
     table["magic"] = MAGIC
     table["format"] = FORMAT_VERSION
     table["flags"] = [ENDED if record.ended else 0 for record in records]
     table["incarnation"] = [record.incarnation for record in records]
     table["revision"] = [record.revision for record in records]
-    return table.tobytes()
 
 
 def state_span(record: SessionRecord) -> tuple[int, int]:

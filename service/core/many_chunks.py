@@ -14,7 +14,9 @@ session object; any other request, and any session of it whose kept record lost 
 through the general fold (`_Session`, waves). Both end in the same records and writes."""
 
 import asyncio
+import functools
 import time
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +28,7 @@ from service.core.session_record import (
     SessionRecord,
     chunk_digest,
     chunk_digests,
+    chunks_joined,
     encode_joined,
     state_span,
     tokens_joined,
@@ -47,6 +50,18 @@ class ChunkItem(NamedTuple):  # a tuple: cheaper to make than a frozen dataclass
     x: Floats  # (T, F) float32
     offset: int | None = None
     finite: bool | None = None  # whether every value of x is finite, when already known
+
+
+class _Kept(NamedTuple):
+    """The kept lane's request (`_ManyChunks._kept_lane`): each item's session and record."""
+
+    ids: list[str]
+    records: list[SessionRecord]
+    model: ServedModel
+
+
+# A `ChunkResult` from its fields' tuple without a Python call (its `__new__` is one).
+_result = functools.partial(tuple.__new__, ChunkResult)
 
 
 class _Session:
@@ -115,7 +130,7 @@ class _ManyChunks:
         began_ms = self.sessions.now_ms()
         kept = self._kept_lane(items)
         if kept is not None:
-            lost = await self._run_kept(items, *kept)
+            lost = await self._run_kept(items, kept)
             # A kept record that lost its race: read, and done again as any session is.
             pending = [_Session(items[index].session_id, index) for index in lost]
             for session in pending:
@@ -149,17 +164,18 @@ class _ManyChunks:
         assert None not in outcomes
         return outcomes  # type: ignore[return-value]
 
-    def _kept_lane(self, items: list[ChunkItem]) -> tuple[list[SessionRecord], ServedModel] | None:
+    def _kept_lane(self, items: list[ChunkItem]) -> "_Kept | None":
         """The usual request, decided by the records this process kept, without a session
         object per item: every session once, each with a kept record it can start from (a
         plain append or the next offset), all of one model version and one chunk shape that
         passes the checks. Their records and model; None for any other request."""
         if not items:
             return None
-        namespace, get = self.namespace, self.recent.get
-        records = [get((namespace, item.session_id)) for item in items]
+        ids = [item.session_id for item in items]
+        # Not marked as used: the round that follows puts or forgets every one of them.
+        records = self.recent.peek_many(list(zip(repeat(self.namespace), ids)))
         first, first_item = records[0], items[0]
-        if first is None or len({item.session_id for item in items}) < len(items):
+        if first is None or len(set(ids)) < len(ids):
             return None
         name, version, shape = first.model, first.model_version, first_item.x.shape
         for item, record in zip(items, records, strict=True):
@@ -179,27 +195,26 @@ class _ManyChunks:
             return None
         if self._refusal(model, first_item) is not None:
             return None
-        return records, model  # type: ignore[return-value]  # no record is None (above)
+        return _Kept(ids, records, model)  # type: ignore[arg-type]  # no record is None (above)
 
-    async def _run_kept(
-        self, items: list[ChunkItem], records: list[SessionRecord], model: ServedModel
-    ) -> list[int]:
+    async def _run_kept(self, items: list[ChunkItem], kept: "_Kept") -> list[int]:
         """`_kept_lane`'s request: one runner call, one run of writes; the items whose kept
         record lost its compare-and-set (to be read and done again)."""
+        ids, records = kept.ids, kept.records
         x = np.array([item.x for item in items])
-        outputs, new_states = await self._step(model, x, np.array([r.state for r in records]))
+        outputs, new_states = await self._step(kept.model, x, np.array([r.state for r in records]))
         now, steps = self.sessions.now_ms(), x.shape[1]
         digests = chunk_digests(x)
         made = [
-            record.after_chunk(steps, now, new_states[row], digests[row])
-            for row, record in enumerate(records)
+            record.after_chunk(steps, now, state, digest)
+            for record, state, digest in zip(records, new_states, digests, strict=True)
         ]
-        self._outcomes[:] = [
-            ChunkResult(after, record.steps, outputs[row], False)
-            for row, (after, record) in enumerate(zip(made, records, strict=True))
-        ]
-        ids = [item.session_id for item in items]
-        written = await self._written([self._run_of(ids, made, records, new_states)], ids, made)
+        offsets = [record.steps for record in records]
+        self._outcomes[:] = map(_result, zip(made, offsets, outputs, repeat(False)))
+        run = CasWriteRun(
+            ids, *chunks_joined(records, steps, now, new_states, digests), *self._span(records[0])
+        )
+        written = await self._written([run], ids, made)
         lost = []
         for row, outcome in enumerate(written):
             if outcome is CasOutcome.CONFLICT:
@@ -230,18 +245,21 @@ class _ManyChunks:
         """The writes of records each made by one chunk from its base (the record the
         store holds) as one run: their bytes up to the state before the chunk, which the
         store keeps from the record it replaces, and the bases' tokens, column by column."""
-        base = bases[0]
-        span_key = (base.model, base.model_version)
-        span = self._spans.get(span_key)
-        if span is None:
-            span = self._spans[span_key] = state_span(base)
         return CasWriteRun(
             ids,
             tokens_joined(bases),
             encode_joined(records, new_states, None),
             [record.ttl_seconds * 1000 for record in records],
-            *span,
+            *self._span(bases[0]),
         )
+
+    def _span(self, base: SessionRecord) -> tuple[int, int]:
+        """`state_span` of the records of `base`'s model version (the same for all)."""
+        key = (base.model, base.model_version)
+        span = self._spans.get(key)
+        if span is None:
+            span = self._spans[key] = state_span(base)
+        return span
 
     async def _load(self, sessions: list[_Session], began_ms: int) -> None:
         """Each session's record: the one kept from an earlier request on its first
@@ -510,6 +528,9 @@ class _ManyChunks:
             for session_id in ids:
                 recent.forget((namespace, session_id))
             raise
+        if outcomes.count(CasOutcome.APPLIED) == len(outcomes):
+            recent.put_many(list(zip(repeat(namespace), ids)), records)
+            return outcomes
         for session_id, record, outcome in zip(ids, records, outcomes, strict=True):
             if outcome is CasOutcome.APPLIED:
                 recent.put((namespace, session_id), record)

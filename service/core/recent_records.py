@@ -8,7 +8,8 @@ always reading; only the round trip is saved, whenever the same process serves a
 session's next chunk.
 """
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Sequence
 
 from service.core.session_record import SessionRecord
 
@@ -35,6 +36,21 @@ class RecentRecords:
         self._entries.move_to_end(key)
         if len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def peek_many(self, keys: Sequence[Key]) -> list[SessionRecord | None]:
+        """`get` of each key without marking any as used (a caller that then `put`s or
+        `forget`s them all), without a Python call per key."""
+        return list(map(self._entries.get, keys))
+
+    def put_many(self, keys: Sequence[Key], records: Sequence[SessionRecord]) -> None:
+        """`put` of each key's record, in order, without a Python call per key."""
+        if self.max_entries <= 0:
+            return
+        entries = self._entries
+        entries.update(zip(keys, records, strict=True))
+        deque(map(entries.move_to_end, keys), maxlen=0)  # `update` leaves known keys in place
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
 
     def forget(self, key: Key) -> None:
         self._entries.pop(key, None)

@@ -246,6 +246,36 @@ def encode_joined(
     return table.tobytes()
 
 
+def chunks_joined(
+    bases: list[SessionRecord], steps: int, updated_ms: int, states: Floats, digests: list[bytes]
+) -> tuple[bytes, bytes, list[int]]:
+    """For the records `bases[i].after_chunk(steps, updated_ms, states[i], digests[i])` (of
+    one model version): the bases' tokens as `tokens_joined` gives them, the new records'
+    bytes as `encode_joined(..., None)` gives them, and each one's TTL in milliseconds.
+    Made from the bases' columns (the new ones follow from them), without the new records."""
+    first = bases[0]
+    layout = _layout(first.model, first.model_version, first.state.size, False)
+    tokens = np.empty(len(bases), _TOKENS)
+    _fill_tokens(tokens, bases)
+    table = np.empty(len(bases), layout)
+    for field in _TOKEN_FIELDS:
+        table[field] = tokens[field]
+    table["revision"] += 1
+    before = np.array([base.steps for base in bases], np.int64)
+    table["steps"] = before + steps
+    table["created_ms"] = [base.created_ms for base in bases]
+    table["updated_ms"] = updated_ms
+    ttl_seconds = np.array([base.ttl_seconds for base in bases], np.int64)
+    table["ttl_seconds"] = ttl_seconds
+    name, names = _names(first.model, first.model_version, first.state.size)
+    table["name_length"] = len(name)
+    table["names"] = names
+    table["state"] = states
+    table["last_offset"] = before
+    table["last_digest"] = digests
+    return tokens.tobytes(), table.tobytes(), (ttl_seconds * 1000).tolist()
+
+
 _TOKENS = np.dtype(
     [
         ("magic", "S4"),
@@ -255,6 +285,7 @@ _TOKENS = np.dtype(
         ("revision", "<u8"),
     ]
 )
+_TOKEN_FIELDS: tuple[str, ...] = tuple(_TOKENS.fields or ())
 
 
 def tokens_joined(records: list[SessionRecord]) -> bytes:

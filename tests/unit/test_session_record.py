@@ -6,6 +6,7 @@ from service.core.session_record import (
     SessionRecord,
     chunk_digest,
     chunk_digests,
+    chunks_joined,
     encode_many,
     state_span,
     tokens_joined,
@@ -170,3 +171,34 @@ def test_digests_of_a_batch_are_each_chunk_digested_alone():
         for c in chunks
     ]
     assert chunk_digests(chunks) == expected == [chunk_digest(c) for c in chunks]
+
+
+def test_chunk_runs_made_from_the_bases_are_the_records_each_chunk_makes():
+    rng = np.random.default_rng(11)
+    bases = [
+        record(
+            incarnation=2**64 - 1 - i,
+            revision=2**40 + i,
+            steps=10**12 + 7 * i,
+            created_ms=1_700_000_000_000 + i,
+            ttl_seconds=60 + i,
+            state=rng.normal(size=256).astype(np.float32),
+            ended=i == 3,
+        )
+        for i in range(5)
+    ]
+    states = rng.normal(size=(5, 256)).astype(np.float32)
+    x = rng.normal(size=(5, 3, 16)).astype(np.float32)
+    digests = chunk_digests(x)
+    tokens, values, ttl_ms = chunks_joined(bases, 3, 1_700_000_123_456, states, digests)
+    made = [
+        base.after_chunk(3, 1_700_000_123_456, state, digest)
+        for base, state, digest in zip(bases, states, digests, strict=True)
+    ]
+    assert tokens == b"".join(base.token for base in bases)
+    # Each record's bytes up to the state before its chunk (the store keeps that part).
+    before_bytes = 256 * 4
+    assert values == b"".join(after.encode()[:-before_bytes] for after in made)
+    assert ttl_ms == [(60 + i) * 1000 for i in range(5)]
+    decoded = SessionRecord.decode(values[: len(values) // 5] + bases[0].state.tobytes())
+    assert (decoded.revision, decoded.steps, decoded.last_offset) == (2**40 + 1, 10**12 + 3, 10**12)

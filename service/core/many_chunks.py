@@ -16,6 +16,7 @@ through the general fold (`_Session`, waves). Both end in the same records and w
 import asyncio
 import functools
 import time
+from collections.abc import Sequence
 from itertools import repeat
 from typing import NamedTuple
 
@@ -52,16 +53,46 @@ class ChunkItem(NamedTuple):  # a tuple: cheaper to make than a frozen dataclass
     finite: bool | None = None  # whether every value of x is finite, when already known
 
 
+# A `ChunkItem` from its fields' tuple without a Python call (its `__new__` is one).
+_item = functools.partial(tuple.__new__, ChunkItem)
+
+
+class ChunkColumns(NamedTuple):
+    """A request's chunks as columns, one entry per chunk in request order (item i is
+    `ChunkItem(session_ids[i], inputs[i], offsets[i], finite[i])`), as `POST /v1/chunks`
+    reads them: the usual request is decided on the columns, with no object per chunk."""
+
+    session_ids: Sequence[str]
+    inputs: Sequence[
+        Floats
+    ]  # (T, F) float32 each; one (chunks, T, F) array when they share a shape
+    offsets: Sequence[int | None]
+    finite: Sequence[bool | None]
+
+    def items(self) -> list[ChunkItem]:
+        fields = zip(self.session_ids, self.inputs, self.offsets, self.finite, strict=True)
+        return list(map(_item, fields))
+
+
 class _Kept(NamedTuple):
     """The kept lane's request (`_ManyChunks._kept_lane`): each item's session and record."""
 
-    ids: list[str]
+    ids: Sequence[str]
+    x: Floats  # (chunks, T, F)
     records: list[SessionRecord]
     model: ServedModel
 
 
 # A `ChunkResult` from its fields' tuple without a Python call (its `__new__` is one).
 _result = functools.partial(tuple.__new__, ChunkResult)
+
+
+def _stacked(inputs: Sequence[Floats]) -> Floats | None:
+    """Chunks of one shape as one (chunks, T, F) array; None when their shapes differ."""
+    shape = inputs[0].shape
+    if any(x.shape != shape for x in inputs):
+        return None
+    return np.array(inputs)
 
 
 class _Session:
@@ -102,11 +133,11 @@ class _Session:
 
 
 async def predict_many(
-    sessions: SessionService, namespace: str, items: list[ChunkItem]
+    sessions: SessionService, namespace: str, chunks: ChunkColumns
 ) -> list[ChunkResult | ServiceError]:
-    """Each item's answer or error, in request order."""
+    """Each chunk's answer or error, in request order."""
     with sessions.counted():
-        return await _ManyChunks(sessions, namespace).run(items)
+        return await _ManyChunks(sessions, namespace).run(chunks)
 
 
 class _ManyChunks:
@@ -124,26 +155,27 @@ class _ManyChunks:
         # This round's writes made with their group (`_prepare_writes`), and their sessions.
         self._runs: list[tuple[CasWriteRun, list[_Session]]] = []
 
-    async def run(self, items: list[ChunkItem]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(items)
+    async def run(self, chunks: ChunkColumns) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(chunks.session_ids)
         self._outcomes = outcomes
         began_ms = self.sessions.now_ms()
-        kept = self._kept_lane(items)
+        kept = self._kept_lane(chunks)
         if kept is not None:
-            lost = await self._run_kept(items, kept)
+            lost = await self._run_kept(kept)
             # A kept record that lost its race: read, and done again as any session is.
-            pending = [_Session(items[index].session_id, index) for index in lost]
+            pending = [_Session(kept.ids[index], index) for index in lost]
             for session in pending:
                 session.attempt = 1
         else:
             sessions: dict[str, _Session] = {}
-            for index, item in enumerate(items):
-                known = sessions.get(item.session_id)
+            for index, session_id in enumerate(chunks.session_ids):
+                known = sessions.get(session_id)
                 if known is None:
-                    sessions[item.session_id] = _Session(item.session_id, index)
+                    sessions[session_id] = _Session(session_id, index)
                 else:
                     known.items.append(index)
             pending = list(sessions.values())
+        items = chunks.items() if pending else []
         while pending:
             self._runs = []
             await self._load(pending, began_ms)
@@ -164,44 +196,48 @@ class _ManyChunks:
         assert None not in outcomes
         return outcomes  # type: ignore[return-value]
 
-    def _kept_lane(self, items: list[ChunkItem]) -> "_Kept | None":
-        """The usual request, decided by the records this process kept, without a session
-        object per item: every session once, each with a kept record it can start from (a
-        plain append or the next offset), all of one model version and one chunk shape that
+    def _kept_lane(self, chunks: ChunkColumns) -> _Kept | None:
+        """The usual request, decided by the records this process kept, without an object
+        per chunk: every session once, each with a kept record it can start from (a plain
+        append or the next offset), all of one model version and one chunk shape that
         passes the checks. Their records and model; None for any other request."""
-        if not items:
+        ids, inputs, offsets = chunks.session_ids, chunks.inputs, chunks.offsets
+        count = len(ids)
+        if not count or chunks.finite.count(True) < count:
             return None
-        ids = [item.session_id for item in items]
         # Not marked as used: the round that follows puts or forgets every one of them.
         records = self.recent.peek_many(list(zip(repeat(self.namespace), ids)))
-        first, first_item = records[0], items[0]
-        if first is None or len(set(ids)) < len(ids):
+        first = records[0]
+        if first is None or len(set(ids)) < count:
             return None
-        name, version, shape = first.model, first.model_version, first_item.x.shape
-        for item, record in zip(items, records, strict=True):
+        name, version = first.model, first.model_version
+        for record in records:
             if (
                 record is None
                 or record.ended
                 or record.model_version != version
                 or record.model != name
-                or (item.offset is not None and item.offset != record.steps)
-                or item.x.shape != shape
-                or item.finite is not True
             ):
                 return None
+        if offsets.count(None) < count:
+            for offset, record in zip(offsets, records, strict=True):
+                if offset is not None and offset != record.steps:  # type: ignore[union-attr]
+                    return None
+        x = inputs if isinstance(inputs, np.ndarray) else _stacked(inputs)
+        if x is None:
+            return None
         try:
-            model = self._model_for(first, first_item.session_id)
+            model = self._model_for(first, ids[0])
         except ServiceError:  # decided on a record read, by the general fold
             return None
-        if self._refusal(model, first_item) is not None:
+        if self._refusal(model, ChunkItem(ids[0], x[0], offsets[0], True)) is not None:
             return None
-        return _Kept(ids, records, model)  # type: ignore[arg-type]  # no record is None (above)
+        return _Kept(ids, x, records, model)  # type: ignore[arg-type]  # no record is None
 
-    async def _run_kept(self, items: list[ChunkItem], kept: "_Kept") -> list[int]:
+    async def _run_kept(self, kept: _Kept) -> list[int]:
         """`_kept_lane`'s request: one runner call, one run of writes; the items whose kept
         record lost its compare-and-set (to be read and done again)."""
-        ids, records = kept.ids, kept.records
-        x = np.array([item.x for item in items])
+        ids, x, records = kept.ids, kept.x, kept.records
         outputs, new_states = await self._step(kept.model, x, np.array([r.state for r in records]))
         now, steps = self.sessions.now_ms(), x.shape[1]
         digests = chunk_digests(x)
@@ -516,7 +552,10 @@ class _ManyChunks:
         return retry
 
     async def _written(
-        self, writes: list[CasWrite | CasWriteRun], ids: list[str], records: list[SessionRecord]
+        self,
+        writes: list[CasWrite | CasWriteRun],
+        ids: Sequence[str],
+        records: list[SessionRecord],
     ) -> list[CasOutcome]:
         """One round of compare-and-sets, one outcome per session (`ids[i]`, whose new
         record is `records[i]`). The kept records follow: an applied one is the session's

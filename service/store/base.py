@@ -28,7 +28,7 @@ class CasWriteRun(NamedTuple):
     values[i * V : (i + 1) * V], ttl_ms[i], kept_at, kept_length)`, P and V the lengths of
     one prefix and one value. A store may send it as it is, without a tuple per write."""
 
-    session_ids: list[str]
+    session_ids: Sequence[str]
     prefixes: bytes
     values: bytes
     ttl_ms: list[int]

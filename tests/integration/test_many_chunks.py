@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import redis
 
-from service.core.many_chunks import ChunkItem, predict_many
+from service.core.many_chunks import ChunkColumns, predict_many
 from service.core.sessions import SessionLimits, SessionService
 from service.store.keys import session_key
 from service.store.redis_store import RedisStateStore
@@ -416,9 +416,9 @@ def test_a_lost_race_is_read_again_and_both_writers_apply_once(client, redis_ser
 
         store = InterleavingStore(plain.client, interloper)
         ours = SessionService(store, models, SessionLimits())
-        items = [ChunkItem(session_id, inputs[2:]), ChunkItem(calm, inputs[:1])]
+        chunks = ChunkColumns([session_id, calm], [inputs[2:], inputs[:1]], [None] * 2, [None] * 2)
         try:
-            outcomes = await predict_many(ours, "_", items)
+            outcomes = await predict_many(ours, "_", chunks)
             record = await other.get("_", session_id)
         finally:
             await store.close()  # its own connections, and the client it shares with plain

@@ -1,5 +1,4 @@
-import functools
-from typing import Any, cast
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -9,7 +8,7 @@ from service.api.bodies import JSON, Chunks, json_answer, read_chunks
 from service.api.deps import namespace_of
 from service.api.errors import responses
 from service.api.schemas import ChunksResponse
-from service.core.many_chunks import ChunkItem, predict_many
+from service.core.many_chunks import ChunkColumns, predict_many
 from service.core.sessions import ChunkResult, SessionService
 
 router = APIRouter(prefix="/v1", tags=["sessions"])
@@ -44,7 +43,7 @@ async def predict_chunks(request: Request) -> Response:
     sessions: SessionService = request.app.state.sessions
     limit = request.app.state.settings.max_chunks_per_request
     chunks = await read_chunks(request, limit)
-    applied = await predict_many(sessions, namespace_of(request), _items(chunks))
+    applied = await predict_many(sessions, namespace_of(request), _columns(chunks))
     answered: list[ChunkResult | errors.ServiceError] = applied
     if chunks.refused:  # in request order, between the applied ones
         results = iter(applied)
@@ -55,15 +54,14 @@ async def predict_chunks(request: Request) -> Response:
     return json_answer({"results": present.chunk_outcomes(chunks.session_ids, answered)})
 
 
-# A `ChunkItem` from its fields' tuple without a Python call (its `__new__` is one).
-_item = functools.partial(tuple.__new__, ChunkItem)
-
-
-def _items(chunks: Chunks) -> list[ChunkItem]:
+def _columns(chunks: Chunks) -> ChunkColumns:
     """The chunks to apply: all but those whose inputs were refused, in request order."""
-    fields = zip(chunks.session_ids, chunks.inputs, chunks.offsets, chunks.finite, strict=True)
     if not chunks.refused:
-        return cast(list[ChunkItem], list(map(_item, fields)))
-    return [
-        ChunkItem(*values) for index, values in enumerate(fields) if index not in chunks.refused
-    ]
+        return ChunkColumns(chunks.session_ids, chunks.inputs, chunks.offsets, chunks.finite)
+    kept = [index for index in range(len(chunks.session_ids)) if index not in chunks.refused]
+    return ChunkColumns(
+        [chunks.session_ids[index] for index in kept],
+        [chunks.inputs[index] for index in kept],
+        [chunks.offsets[index] for index in kept],
+        [chunks.finite[index] for index in kept],
+    )

@@ -9,9 +9,10 @@ one, and the session is then read and done again. Only what a kept record cannot
 (a replay, a conflict, an error) sends that session to be read first.
 
 The usual request (a gateway's: every session once, each a plain append from a kept record,
-one model and chunk shape) goes through `_kept_lane`, a few list operations per item and no
-session object; any other request, and any session of it whose kept record lost its race,
-through the general fold (`_Session`, waves). Both end in the same records and writes."""
+one model and chunk shape) goes through `_kept_lane`, decided on the request's columns
+(`ChunkColumns`) with no object per chunk but its new record; any other request, and any
+session of it whose kept record lost its race, through the general fold (`_Session`,
+waves, a `ChunkItem` per chunk). Both end in the same records and writes."""
 
 import asyncio
 import functools

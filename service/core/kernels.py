@@ -17,17 +17,23 @@ operations in the same order per value, so the same bits as one timestep at a ti
 import numpy as np
 from numba import njit
 
-from service.core.activation_kernel import activate
-from service.core.products import accumulate
+from service.core import fmath
+from service.core.activation_kernel import SIGMOID, TANH, activate
+from service.core.products import accumulate, sum_from
 
 F = np.float32
 _ZERO, _ONE = F(0), F(1)
 
 
-# Rows (sessions) stepped side by side: their recurrent products share each load of the
-# recurrent kernel. It changes no bit (every z[r, j] sums its own terms in the same order).
+# Rows (sessions) stepped side by side through a chunk: their recurrent products share
+# each load of the recurrent kernel. It changes no bit (every z[r, j] sums its own terms
+# in the same order). A call of one timestep steps all its rows at once.
 _ROW_GROUP = 8
-_SAMPLE_BLOCK = 16  # samples projected per call: their sums (16 KB for 256 outputs) stay in L1
+
+
+@njit(error_model="numpy")
+def _group(batch, steps):
+    return batch if steps == 1 else min(batch, _ROW_GROUP)
 
 
 @njit(error_model="numpy")
@@ -35,15 +41,43 @@ def _project(x, w, bias):
     """bias + x[s] @ w for every sample s of the (samples, inputs) matrix x, each sum in
     input order: the first terms of every timestep's sum, which depend on no state, so
     they are computed for all timesteps of a call before the recurrence (weights read once
-    per block of samples, not once per timestep)."""
-    m = x.shape[0]
-    out = np.empty((m, w.shape[1]), F)
-    for s0 in range(0, m, _SAMPLE_BLOCK):
-        s1 = min(s0 + _SAMPLE_BLOCK, m)
-        for s in range(s0, s1):
-            out[s] = bias
-        accumulate(out[s0:s1], x[s0:s1], w)
+    per group of samples, not once per timestep)."""
+    out = np.empty((x.shape[0], w.shape[1]), F)
+    sum_from(out, bias, x, w)
     return out
+
+
+@njit(error_model="numpy")
+def _sigmoid_tanh_cell(z, h, c, out):
+    """Keras's default LSTM cell, its four gates, c and h in one pass: each value takes the
+    same operations as `activate` then the c/h loops of `_any_cell`, so the same bits,
+    without storing the gates or calling `activate` five times per row."""
+    u = h.shape[0]
+    for j in range(u):
+        i = fmath.sigmoid(z[j])
+        f = fmath.sigmoid(z[u + j])
+        g = fmath.tanh(z[2 * u + j])
+        o = fmath.sigmoid(z[3 * u + j])
+        cj = f * c[j] + i * g
+        c[j] = cj
+        hj = o * fmath.tanh(cj)
+        h[j] = hj
+        out[j] = hj
+
+
+@njit(error_model="numpy")
+def _any_cell(z, h, c, out, g, activation, recurrent_activation):
+    u = h.shape[0]
+    activate(recurrent_activation, z[: 2 * u])
+    activate(activation, z[2 * u : 3 * u])
+    activate(recurrent_activation, z[3 * u :])
+    for j in range(u):
+        c[j] = z[u + j] * c[j] + z[j] * z[2 * u + j]
+        g[j] = c[j]
+    activate(activation, g)
+    for j in range(u):
+        h[j] = z[3 * u + j] * g[j]
+    out[:] = h
 
 
 @njit(nogil=True, error_model="numpy")
@@ -51,42 +85,27 @@ def lstm(x, state, kernel, recurrent_kernel, bias, activation, recurrent_activat
     batch, steps = x.shape[0], x.shape[1]
     u = recurrent_kernel.shape[0]
     y = np.empty((batch, steps if sequences else 1, u), F)
-    new_state = np.empty((batch, 2 * u), F)
+    # Each row's h and c, stepped in place: [h | c], the state's own layout.
+    new_state = state.copy()
     # The recurrent terms are added to the input terms where they lie.
     z_all = _project(x.reshape(batch * steps, x.shape[2]), kernel, bias).reshape(
         batch, steps, 4 * u
     )
-    group = min(batch, _ROW_GROUP)
-    h = np.empty((group, u), F)
-    c = np.empty((group, u), F)
+    fused = activation == TANH and recurrent_activation == SIGMOID
     g = np.empty(u, F)
+    group = _group(batch, steps)
     for b0 in range(0, batch, group):
         rows = min(group, batch - b0)
-        for r in range(rows):
-            h[r] = state[b0 + r, :u]
-            c[r] = state[b0 + r, u:]
         for t in range(steps):
-            z = z_all[b0 : b0 + rows, t]
-            accumulate(z, h[:rows], recurrent_kernel)
+            accumulate(z_all[b0 : b0 + rows, t], new_state[b0 : b0 + rows, :u], recurrent_kernel)
             for r in range(rows):
-                zr, hr, cr = z_all[b0 + r, t], h[r], c[r]  # a C-contiguous row: vectorised
-                activate(recurrent_activation, zr[:u])
-                activate(recurrent_activation, zr[u : 2 * u])
-                activate(activation, zr[2 * u : 3 * u])
-                activate(recurrent_activation, zr[3 * u :])
-                for j in range(u):
-                    cr[j] = zr[u + j] * cr[j] + zr[j] * zr[2 * u + j]
-                    g[j] = cr[j]
-                activate(activation, g)
-                for j in range(u):
-                    hr[j] = zr[3 * u + j] * g[j]
-                if sequences:
-                    y[b0 + r, t] = hr
-        for r in range(rows):
-            if not sequences:
-                y[b0 + r, 0] = h[r]
-            new_state[b0 + r, :u] = h[r]
-            new_state[b0 + r, u:] = c[r]
+                # Without sequences, y's one step is written each step: the last one stays.
+                zr, out = z_all[b0 + r, t], y[b0 + r, t if sequences else 0]
+                hr, cr = new_state[b0 + r, :u], new_state[b0 + r, u:]
+                if fused:
+                    _sigmoid_tanh_cell(zr, hr, cr, out)
+                else:
+                    _any_cell(zr, hr, cr, out, g, activation, recurrent_activation)
     return y, new_state
 
 
@@ -111,7 +130,7 @@ def gru(
     y = np.empty((batch, steps if sequences else 1, u), F)
     new_state = np.empty((batch, u), F)
     projected = _project(x.reshape(batch * steps, x.shape[2]), kernel, input_bias)
-    group = min(batch, _ROW_GROUP)
+    group = _group(batch, steps)
     gates = np.empty((group, 2 * u), F)
     candidate = np.empty((group, u), F)
     reset_h = np.empty((group, u), F)
@@ -170,7 +189,7 @@ def simple_rnn(x, state, kernel, recurrent_kernel, bias, activation, sequences):
     y = np.empty((batch, steps if sequences else 1, u), F)
     new_state = np.empty((batch, u), F)
     z_all = _project(x.reshape(batch * steps, x.shape[2]), kernel, bias).reshape(batch, steps, u)
-    group = min(batch, _ROW_GROUP)
+    group = _group(batch, steps)
     h = np.empty((group, u), F)
     for b0 in range(0, batch, group):
         rows = min(group, batch - b0)

@@ -48,7 +48,7 @@ def _at(builder, base, offset_bytes, pointee):
 class _Codegen:
     """The loops of one `_accumulate_blocked` call, over the rows' base pointers."""
 
-    def __init__(self, context, builder, signature, args):
+    def __init__(self, context, builder, signature, args, start=None):
         self.builder = builder
         self.intp = context.get_value_type(types.intp)
         za, xa, wa = (
@@ -56,6 +56,7 @@ class _Codegen:
             for t, v in zip(signature.args, args, strict=True)
         )
         self.z, self.x, self.w = za.data, xa.data, wa.data
+        self.start = start  # the first terms' base pointer (one vector for every row), or z
         self.rows, self.n = cgutils.unpack_tuple(builder, za.shape, 2)
         self.inputs = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
         self.z_row = cgutils.unpack_tuple(builder, za.strides, 2)[0]
@@ -103,8 +104,9 @@ class _Codegen:
         offsets = [self.bytes(b.add(first, intp(_LANES * k))) for k in range(width)]
         sums = [[self.sums[r * width + k] for k in range(width)] for r in range(len(z_rows))]
         for z_r, row_sums in zip(z_rows, sums, strict=True):
+            first_terms = z_r if self.start is None else self.start
             for offset, total in zip(offsets, row_sums, strict=True):
-                b.store(self.load(z_r, offset, mask), total)
+                b.store(self.load(first_terms, offset, mask), total)
         with cgutils.for_range(b, self.inputs, intp=intp) as loop:
             w_i = cgutils.pointer_add(b, self.w, b.mul(loop.index, self.w_row))
             ws = [self.load(w_i, offset, mask) for offset in offsets]
@@ -185,6 +187,26 @@ def _accumulate_blocked(typingctx, z, x, w):
     return types.void(z, x, w), codegen
 
 
+@intrinsic
+def _sum_from_blocked(typingctx, z, start, x, w):
+    """z[s] = start + x[s] @ w, the sums in registers from their first terms (start, read
+    once for every row) to z, which is only written; every array's last axis contiguous."""
+    for a in (z, x, w):
+        if not (isinstance(a, types.Array) and a.ndim == 2 and a.dtype == types.float32):
+            return None
+    if not (isinstance(start, types.Array) and start.ndim == 1 and start.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        z_, start_, x_, w_ = args
+        first = context.make_array(signature.args[1])(context, builder, value=start_).data
+        inner = types.void(signature.args[0], signature.args[2], signature.args[3])
+        _Codegen(context, builder, inner, (z_, x_, w_), first).emit()
+        return context.get_dummy_value()
+
+    return types.void(z, start, x, w), codegen
+
+
 @njit(error_model="numpy")
 def _accumulate_rows(z, x, w):
     """Four inputs per pass over z, each still added alone and in order (a quarter of the
@@ -225,4 +247,29 @@ def accumulate(z, x, w):
     if _rows_contiguous(z) and _rows_contiguous(x) and _rows_contiguous(w):
         _accumulate_blocked(z, x, w)
     else:
+        _accumulate_rows(z, x, w)
+
+
+@njit(error_model="numpy")
+def sum_from(z, start, x, w):
+    """z[s, j] = start[j] + x[s, 0] * w[0, j] + x[s, 1] * w[1, j] + ..., in that order: the
+    same bits as filling each row of z with `start`, then `accumulate(z, x, w)`, without
+    writing and reading z twice. start: (n,)."""
+    if (
+        x.shape[0] != z.shape[0]
+        or w.shape[0] != x.shape[1]
+        or w.shape[1] != z.shape[1]
+        or start.shape[0] != z.shape[1]
+    ):
+        raise ValueError("sum_from: shapes do not match")
+    if (
+        _rows_contiguous(z)
+        and _rows_contiguous(x)
+        and _rows_contiguous(w)
+        and (start.size <= 1 or start.strides[0] == 4)
+    ):
+        _sum_from_blocked(z, start, x, w)
+    else:
+        for s in range(z.shape[0]):
+            z[s] = start
         _accumulate_rows(z, x, w)

@@ -49,6 +49,22 @@ def _halved_by_glu(y, activation):
 
 
 @njit(nogil=True, error_model="numpy")
+def _columns(states, offset, size):
+    # Row by row, a loop over two contiguous vectors: numba's copy of a 2-D slice
+    # (np.ascontiguousarray, slice assignment) costs several times as much.
+    own = np.empty((states.shape[0], size), np.float32)
+    for b in range(states.shape[0]):
+        kernels.copy_vector(states[b, offset : offset + size], own[b])
+    return own
+
+
+@njit(nogil=True, error_model="numpy")
+def _put_columns(out_state, offset, new):
+    for b in range(new.shape[0]):
+        kernels.copy_vector(new[b], out_state[b, offset : offset + new.shape[1]])
+
+
+@njit(nogil=True, error_model="numpy")
 def run_model(x, states, ints, layout, weights, epsilons):
     """x: (B, T, F); states: (B, state_size). Returns (y, new_states) of the whole model,
     y (B, T, U), or (B, 1, U) when the model keeps only the last step."""
@@ -60,11 +76,13 @@ def run_model(x, states, ints, layout, weights, epsilons):
         recurrent_activation = ints[k, RECURRENT_ACTIVATION]
         flag, second_flag = ints[k, FLAG] != 0, ints[k, SECOND_FLAG] != 0
         m, v, size = ints[k, FIRST_MATRIX], ints[k, FIRST_VECTOR], ints[k, STATE_SIZE]
-        own = np.ascontiguousarray(states[:, offset : offset + size])
         if kind == LSTM:
-            y, new = kernels.lstm(
+            # Reads and writes its own columns of the whole state arrays.
+            y = kernels.lstm_into(
                 y,
-                own,
+                states,
+                out_state,
+                offset,
                 _matrix(weights, layout, m),
                 _matrix(weights, layout, m + 1),
                 _vector(weights, layout, v),
@@ -75,7 +93,7 @@ def run_model(x, states, ints, layout, weights, epsilons):
         elif kind == GRU:
             y, new = kernels.gru(
                 y,
-                own,
+                _columns(states, offset, size),
                 _matrix(weights, layout, m),
                 _matrix(weights, layout, m + 1),
                 _matrix(weights, layout, m + 2),
@@ -86,16 +104,18 @@ def run_model(x, states, ints, layout, weights, epsilons):
                 second_flag,
                 flag,
             )
+            _put_columns(out_state, offset, new)
         elif kind == SIMPLE_RNN:
             y, new = kernels.simple_rnn(
                 y,
-                own,
+                _columns(states, offset, size),
                 _matrix(weights, layout, m),
                 _matrix(weights, layout, m + 1),
                 _vector(weights, layout, v),
                 activation,
                 flag,
             )
+            _put_columns(out_state, offset, new)
         elif kind == DENSE:
             y = _halved_by_glu(
                 kernels.dense(
@@ -103,10 +123,8 @@ def run_model(x, states, ints, layout, weights, epsilons):
                 ),
                 activation,
             )
-            new = own
         elif kind == POINTWISE:
             y = _halved_by_glu(kernels.pointwise(y, activation), activation)
-            new = own
         else:
             y = kernels.normalize(
                 y,
@@ -118,7 +136,5 @@ def run_model(x, states, ints, layout, weights, epsilons):
                 flag,
                 second_flag,
             )
-            new = own
-        out_state[:, offset : offset + size] = new
-        offset += size
+        offset += size  # the stages after the recurrent ones hold no state
     return y, out_state

@@ -1,4 +1,5 @@
-"""`accumulate(z, x, w)`: z[s, j] += x[s, i] * w[i, j] for i = 0, 1, 2, ... in that order.
+"""`accumulate(z, x, w)`: z[s, j] += x[s, i] * w[i, j] for i = 0, 1, 2, ... in that order;
+`sum_from(z, start, x, w)`: the same sums started from start[j] instead of z[s, j].
 
 Every z[s, j] takes its terms one at a time, in input order, each a `fmul` then an `fadd`
 (two roundings: no fast-math flag anywhere, so LLVM never fuses or reorders them).

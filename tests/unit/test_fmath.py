@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-from service.core import fmath
+from service.core import fmath, kernels
 from service.core.products import accumulate
 
 WIDE = np.concatenate(
@@ -65,3 +65,26 @@ def test_compiled_kernels_fuse_no_multiply_with_an_add():
     assembly = "".join(step.inspect_asm().values())
     assert re.search(r"\bv?mulps\b|\bv?mulss\b", assembly)  # the products are there...
     assert not re.search(r"\bvfn?m(add|sub)\w*", assembly)  # ...and never fused
+
+
+def test_lstm_kernel_fuses_no_multiply_with_an_add():
+    """The default cell's c = f * c + i * g and h = o * tanh(c), computed in the same loops
+    as the gates' activations: still two roundings each."""
+
+    @njit(error_model="numpy")
+    def layer(x, state, kernel, recurrent_kernel, bias):
+        return kernels.lstm(
+            x, state, kernel, recurrent_kernel, bias, kernels.TANH, kernels.SIGMOID, True
+        )
+
+    f = np.float32
+    layer(
+        np.ones((3, 2, 4), f),
+        np.ones((3, 10), f),
+        np.ones((4, 20), f),
+        np.ones((5, 20), f),
+        np.ones(20, f),
+    )
+    assembly = "".join(layer.inspect_asm().values())
+    assert re.search(r"\bv?divps\b", assembly)  # the vectorised cell is there...
+    assert not re.search(r"\bvfn?m(add|sub)\w*", assembly)  # ...and fuses nothing

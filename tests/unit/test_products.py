@@ -6,7 +6,7 @@ IEEE operations)."""
 import numpy as np
 import pytest
 
-from service.core.products import accumulate
+from service.core.products import accumulate, sum_from
 
 F = np.float32
 
@@ -59,4 +59,29 @@ def test_views_and_strided_arrays_give_the_same_bits():
     want = z.copy()
     want[1:4] = in_documented_order(z[1:4], x[2:5], w[:, 96:])
     want[:, ::2] = in_documented_order(want[:, ::2], x[::-1], w[:, ::4])
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(("rows", "inputs", "outputs"), SHAPES)
+def test_sums_from_a_first_term_take_it_then_the_inputs_in_order(rows, inputs, outputs):
+    rng = np.random.default_rng(rows * 1000 + outputs + 7)
+    start = rng.normal(size=outputs).astype(F)
+    x = (rng.normal(size=(rows, inputs)) * rng.choice([1e-3, 1, 1e3], (rows, inputs))).astype(F)
+    w = rng.normal(size=(inputs, outputs)).astype(F)
+    got = np.full((rows, outputs), np.nan, F)  # only written, never read
+    sum_from(got, start, x, w)
+    assert np.array_equal(got, in_documented_order(np.tile(start, (rows, 1)), x, w))
+
+
+def test_sums_from_views_and_strided_arrays_give_the_same_bits():
+    rng = np.random.default_rng(2)
+    start = rng.normal(size=192).astype(F)
+    x = rng.normal(size=(6, 40)).astype(F)
+    w = rng.normal(size=(40, 192)).astype(F)
+    got = np.zeros((6, 192), F)
+    sum_from(got[1:4], start, x[2:5], w)  # row views, contiguous last axes
+    sum_from(got[:, ::2], start[::2], x[::-1], w[:, ::2])  # strided: numba loops
+    want = np.zeros((6, 192), F)
+    want[1:4] = in_documented_order(np.tile(start, (3, 1)), x[2:5], w)
+    want[:, ::2] = in_documented_order(np.tile(start[::2], (6, 1)), x[::-1], w[:, ::2])
     assert np.array_equal(got, want)

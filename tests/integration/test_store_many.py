@@ -3,10 +3,13 @@ write packed in one argument, and each key's outcome is its own."""
 
 import asyncio
 import os
+import signal
+import time
 from typing import Any
 
 import redis
 
+from service.errors import StoreUnavailable
 from service.store.base import CasOutcome, CasWrite, CasWriteRun
 from service.store.embedded import EmbeddedRedis
 from service.store.keys import session_key
@@ -262,3 +265,49 @@ def test_concurrent_many_key_calls_keep_their_connections_for_the_next_ones(tmp_
 
     assert 1 < made[0] <= len(sessions)  # the calls ran at once, on several connections
     assert made[1:] == [0, 0]
+
+
+def test_a_write_to_a_hung_redis_fails_within_the_timeout_and_the_next_one_applies(tmp_path):
+    # Redis stopped (SIGSTOP) while a many-key write is sent: its socket buffers fill (the
+    # write is larger than they hold), the write is given up after the socket timeout as the
+    # service's 503, and its connection dropped: once Redis runs again, the next call goes
+    # on a fresh connection and is not confused by the lost call's late reply.
+    sessions = [f"hung-{n}" for n in range(64)]
+    value = os.urandom(256 * 1024)
+    with EmbeddedRedis(tmp_path) as own:
+        plain = stored(own.url)
+        for sid in sessions:
+            plain.set(session_key(NAMESPACE, sid), b"token-0")
+        writes = [CasWrite(sid, b"token-0", b"token-1" + value, 60_000) for sid in sessions]
+        pid = own._process.pid  # type: ignore[union-attr]
+
+        async def scenario() -> tuple[str, float, list[CasOutcome]]:
+            store = RedisStateStore.from_url(own.url, 0.5)
+            try:
+                await store.get_many(NAMESPACE, sessions[:1])  # a kept connection to use
+                os.kill(pid, signal.SIGSTOP)
+                started = time.perf_counter()
+                try:
+                    await store.compare_and_set_many(NAMESPACE, writes)
+                    error = "none"
+                except StoreUnavailable as exc:
+                    error = type(exc).__name__
+                waited = time.perf_counter() - started
+                os.kill(pid, signal.SIGCONT)
+                retry = [CasWrite(sid, b"token-0", b"token-2", 60_000) for sid in sessions[:2]]
+                return error, waited, await store.compare_and_set_many(NAMESPACE, retry)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+                await store.close()
+
+        error, waited, outcomes = asyncio.run(scenario())
+        stored_values = {plain.get(session_key(NAMESPACE, sid)) for sid in sessions[:2]}
+
+    assert error == "StoreUnavailable"
+    assert waited < 5.0  # the 0.5 s timeout, not a hang
+    # The lost write is never half applied: each key holds one whole value or the other.
+    assert outcomes in (
+        [CasOutcome.APPLIED, CasOutcome.APPLIED],
+        [CasOutcome.CONFLICT, CasOutcome.CONFLICT],
+    )
+    assert stored_values <= {b"token-2", b"token-1" + value}

@@ -64,9 +64,8 @@ class ChunkColumns(NamedTuple):
     reads them: the usual request is decided on the columns, with no object per chunk."""
 
     session_ids: Sequence[str]
-    inputs: Sequence[
-        Floats
-    ]  # (T, F) float32 each; one (chunks, T, F) array when they share a shape
+    # (T, F) float32 each; one (chunks, T, F) array when they share a shape.
+    inputs: Sequence[Floats]
     offsets: Sequence[int | None]
     finite: Sequence[bool | None]
 
@@ -76,7 +75,8 @@ class ChunkColumns(NamedTuple):
 
 
 class _Kept(NamedTuple):
-    """The kept lane's request (`_ManyChunks._kept_lane`): each item's session and record."""
+    """The kept lane's request (`_ManyChunks._kept_lane`): each chunk's session and kept
+    record, and the chunks' inputs as one (chunks, T, F) array."""
 
     ids: Sequence[str]
     x: Floats  # (chunks, T, F)

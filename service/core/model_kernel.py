@@ -136,5 +136,5 @@ def run_model(x, states, ints, layout, weights, epsilons):
                 flag,
                 second_flag,
             )
-        offset += size  # the stages after the recurrent ones hold no state
+        offset += size  # 0 for any stage but a recurrent one: only those hold state
     return y, out_state

@@ -122,18 +122,25 @@ def redis_bytes(client: redis.Redis, pattern: str) -> dict[str, float]:
 def measure(server: Server, client: redis.Redis, sizes: Sizes) -> dict[str, Any]:
     name = server.system.name
     out: dict[str, Any] = {"label": server.system.label, "startup_seconds": server.startup_seconds}
-    out["sweep"] = []
-    for concurrency in sizes.concurrency:
-        result = load(
+
+    def one_step(clients: int, prefix: str, generator: str = "bench.load", **spec: Any) -> Any:
+        """A run of 1-step chunks from `clients` concurrent clients, the sweep's windows."""
+        return load(
             server,
-            concurrency=concurrency,
+            generator,
+            concurrency=clients,
             steps=1,
             warmup_seconds=sizes.warmup_seconds,
             seconds=sizes.seconds,
-            min_requests=sizes.min_requests_per_session * concurrency,
+            min_requests=sizes.min_requests_per_session * clients,
             max_seconds=sizes.max_seconds,
-            session_prefix=f"{name}-c{concurrency}",
+            session_prefix=f"{name}-{prefix}{clients}",
+            **spec,
         )
+
+    out["sweep"] = []
+    for concurrency in sizes.concurrency:
+        result = one_step(concurrency, "c")
         report.progress(name, f"1-step chunks, {concurrency} sessions", result)
         out["sweep"].append(result)
     largest = max(sizes.concurrency)
@@ -142,33 +149,12 @@ def measure(server: Server, client: redis.Redis, sizes: Sizes) -> dict[str, Any]
     if name == "service":
         out["many_sweep"] = []
         for clients in sizes.many_clients:
-            result = load(
-                server,
-                concurrency=clients,
-                sessions_per_request=sizes.many_sessions,
-                steps=1,
-                warmup_seconds=sizes.warmup_seconds,
-                seconds=sizes.seconds,
-                min_requests=sizes.min_requests_per_session * clients,
-                max_seconds=sizes.max_seconds,
-                session_prefix=f"{name}-m{clients}",
-            )
+            result = one_step(clients, "m", sessions_per_request=sizes.many_sessions)
             what = f"{clients} x {sizes.many_sessions} sessions per request"
             report.progress(name, what, result)
             out["many_sweep"].append(result)
         out["many"] = max(out["many_sweep"], key=lambda r: r["chunks_per_second"])
-        out["grpc_stream"] = load(
-            server,
-            "bench.grpc_load",
-            port=server.grpc_port,
-            concurrency=largest,
-            steps=1,
-            warmup_seconds=sizes.warmup_seconds,
-            seconds=sizes.seconds,
-            min_requests=sizes.min_requests_per_session * largest,
-            max_seconds=sizes.max_seconds,
-            session_prefix=f"{name}-grpc{largest}",
-        )
+        out["grpc_stream"] = one_step(largest, "grpc", "bench.grpc_load", port=server.grpc_port)
         report.progress(name, f"1-step chunks, {largest} gRPC streams", out["grpc_stream"])
     if name != "service-no-batch":
         out["chunks"] = []
